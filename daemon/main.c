@@ -1,0 +1,172 @@
+/*
+ * main — the daemon's lifecycle: configuration, the loop, signals, exit status. Nothing else.
+ *
+ * Builds one `struct daemon` on the stack and passes pointers; there are no mutable globals.
+ * The price table is read here (the pricing module is pure and takes text). `migrate` runs the
+ * store alone until the schema is current. SIGTERM and SIGINT start the meter's graceful stop;
+ * a second one exits at once. SIGHUP reloads the price table.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "meter.h"
+#include "metrics.h"
+#include "pricing.h"
+#include "store.h"
+
+struct daemon {
+    uv_loop_t loop;
+    config_t *cfg;
+    log_t *log;
+    metrics_t *metrics;
+    meter_t *meter;
+    store_t *store; /* migrate command only */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    int exit_code;
+    int stop_requests;
+};
+
+static int load_prices(struct daemon *d, pricing_t **out)
+{
+    char *text, err[512];
+    size_t len;
+    if (config_read_file(d->cfg->prices_file, &text, &len) < 0) {
+        LOG_ERROR(d->log, "cannot read the price table", LS("file", d->cfg->prices_file),
+                  LS("error", strerror(errno)));
+        return -1;
+    }
+    int rc = pricing_parse(text, len, out, err, sizeof(err));
+    free(text);
+    if (rc < 0) {
+        LOG_ERROR(d->log, "invalid price table", LS("file", d->cfg->prices_file), LS("error", err));
+        return -1;
+    }
+    return 0;
+}
+
+static void close_signals(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+}
+
+static void on_meter_done(void *arg, int exit_code)
+{
+    struct daemon *d = arg;
+    d->exit_code = exit_code;
+    LOG_INFO(d->log, "meterd stopped", LI("exit_code", exit_code));
+    close_signals(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    if (signum == SIGHUP) {
+        pricing_t *p;
+        if (load_prices(d, &p) == 0) {
+            meter_set_prices(d->meter, p);
+            LOG_INFO(d->log, "price table reloaded", LS("file", d->cfg->prices_file),
+                     LI("models", (long long)pricing_count(p)));
+        } else {
+            LOG_ERROR(d->log, "price table reload refused; keeping the current table", LNONE);
+        }
+        return;
+    }
+    if (++d->stop_requests > 1) {
+        LOG_WARN(d->log, "second stop signal: exiting now (unflushed events are replayed)", LNONE);
+        exit(1);
+    }
+    LOG_INFO(d->log, "stop requested", LS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+    meter_stop(d->meter);
+}
+
+static void on_migrated(void *arg, bool up)
+{
+    struct daemon *d = arg;
+    if (store_failed(d->store))
+        d->exit_code = 1;
+    else if (!up)
+        return; /* retrying */
+    else
+        LOG_INFO(d->log, "schema is current", LNONE);
+    store_close(d->store);
+}
+
+int main(int argc, char **argv)
+{
+    extern char **environ;
+    struct daemon d;
+    memset(&d, 0, sizeof(d));
+    char err[1024];
+    config_cmd_t cmd;
+    if (config_load(argc, argv, environ, &d.cfg, &cmd, err, sizeof(err)) < 0) {
+        fprintf(stderr, "meterd: configuration error: %s\n", err);
+        return 2;
+    }
+    switch (cmd) {
+    case CONFIG_CMD_HELP:
+        config_usage(stdout, argv[0]);
+        config_free(d.cfg);
+        return 0;
+    case CONFIG_CMD_VERSION:
+        printf("meterd %s\n", METERD_VERSION);
+        config_free(d.cfg);
+        return 0;
+    case CONFIG_CMD_CHECK:
+        config_print(d.cfg, stdout);
+        config_free(d.cfg);
+        return 0;
+    default:
+        break;
+    }
+    log_level_t level = LOG_LEVEL_INFO;
+    if (log_level_parse(d.cfg->log_level, &level) < 0) /* config validated it already */
+        level = LOG_LEVEL_INFO;
+    d.log = log_new(stderr, level);
+    d.metrics = metrics_new();
+    if (!d.log || !d.metrics || uv_loop_init(&d.loop) < 0) {
+        fprintf(stderr, "meterd: out of memory\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    if (cmd == CONFIG_CMD_MIGRATE) {
+        d.store = store_new(&d.loop, d.cfg, d.log, d.metrics, true, on_migrated, &d);
+        if (!d.store)
+            return 1;
+        uv_run(&d.loop, UV_RUN_DEFAULT);
+    } else {
+        pricing_t *prices;
+        if (load_prices(&d, &prices) < 0)
+            return 2;
+        d.meter = meter_new(&d.loop, d.cfg, d.log, d.metrics, prices, on_meter_done, &d, err,
+                            sizeof(err));
+        if (!d.meter) {
+            LOG_ERROR(d.log, "cannot start", LS("error", err));
+            uv_run(&d.loop, UV_RUN_DEFAULT); /* let the partly built shell close its handles */
+            return 2;
+        }
+        uv_signal_t *sigs[3] = {&d.sig_term, &d.sig_int, &d.sig_hup};
+        int nums[3] = {SIGTERM, SIGINT, SIGHUP};
+        for (int i = 0; i < 3; i++) {
+            uv_signal_init(&d.loop, sigs[i]);
+            sigs[i]->data = &d;
+            uv_signal_start(sigs[i], on_signal, nums[i]);
+        }
+        uv_run(&d.loop, UV_RUN_DEFAULT);
+    }
+    int rc = uv_loop_close(&d.loop);
+    if (rc != 0)
+        LOG_ERROR(d.log, "loop closed with handles still open", LS("error", uv_strerror(rc)));
+    metrics_free(d.metrics);
+    log_free(d.log);
+    config_free(d.cfg);
+    return d.exit_code ? d.exit_code : (rc != 0);
+}

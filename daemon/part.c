@@ -1,0 +1,274 @@
+/*
+ * part — per-partition state and the application of one event. See part.h.
+ *
+ * DESIGN: applying an event writes its identity row straight into the pending batch's COPY
+ * buffer (42 bytes, no second pass), and adds its cost to an aggregate that is encoded once at
+ * seal time, so a flush does no per-event work. Only llm.call has effects in this version;
+ * every other valid type is recorded as applied (its identity is kept) so that the ledger that
+ * will give it effects can rely on the same exactly-once rules.
+ */
+#include "part.h"
+
+#include <assert.h>
+#include <stdlib.h>
+
+#include "costagg.h"
+
+#define HOUR_MS 3600000LL
+
+struct part {
+    int32_t partition;
+    int32_t checkpoint_id;
+    int64_t epoch;
+    int64_t next_offset;      /* -1: nothing consumed yet, resume at the beginning */
+    int64_t committed_offset; /* -1: no checkpoint */
+    int64_t sealed_offset;    /* next_offset at the last seal; -1 none */
+    int64_t uncommitted;      /* messages since the committed checkpoint */
+    idset_t *ids;
+    batch_t *pending; /* NULL until the first message after a seal */
+    costagg_t *agg;
+};
+
+part_t *part_new(int32_t partition, int32_t checkpoint_id, int64_t next_offset, int64_t epoch)
+{
+    part_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->partition = partition;
+    p->checkpoint_id = checkpoint_id;
+    p->epoch = epoch;
+    p->next_offset = next_offset;
+    p->committed_offset = next_offset;
+    p->sealed_offset = next_offset;
+    p->ids = idset_new(1024);
+    p->agg = costagg_new();
+    if (!p->ids || !p->agg) {
+        part_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void part_batch_free(batch_t *b)
+{
+    if (!b)
+        return;
+    for (int t = 0; t < BATCH_NTABLES; t++)
+        pgcopy_close(&b->rows[t]);
+    free(b);
+}
+
+void part_free(part_t *p)
+{
+    if (!p)
+        return;
+    idset_free(p->ids);
+    costagg_free(p->agg);
+    part_batch_free(p->pending);
+    free(p);
+}
+
+int part_load_ids(part_t *p, const uint8_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (idset_add(p->ids, idhash_from_bytes(ids + 16 * i)) < 0)
+            return -1;
+    return 0;
+}
+
+void part_set_epoch(part_t *p, int64_t epoch)
+{
+    p->epoch = epoch;
+}
+
+int32_t part_partition(const part_t *p)
+{
+    return p->partition;
+}
+
+int32_t part_checkpoint_id(const part_t *p)
+{
+    return p->checkpoint_id;
+}
+
+int64_t part_epoch(const part_t *p)
+{
+    return p->epoch;
+}
+
+int64_t part_next_offset(const part_t *p)
+{
+    return p->next_offset;
+}
+
+int64_t part_committed_offset(const part_t *p)
+{
+    return p->committed_offset;
+}
+
+int64_t part_uncommitted(const part_t *p)
+{
+    return p->uncommitted;
+}
+
+int64_t part_unsealed(const part_t *p)
+{
+    return p->pending ? p->pending->messages : 0;
+}
+
+size_t part_known_ids(const part_t *p)
+{
+    return idset_size(p->ids);
+}
+
+bool part_is_stale(const part_t *p, int64_t offset)
+{
+    return p->next_offset >= 0 && offset < p->next_offset;
+}
+
+static batch_t *pending(part_t *p)
+{
+    if (!p->pending) {
+        p->pending = calloc(1, sizeof(batch_t));
+        if (!p->pending)
+            return NULL;
+        for (int t = 0; t < BATCH_NTABLES; t++)
+            pgcopy_init(&p->pending->rows[t]);
+    }
+    return p->pending;
+}
+
+/* Every consumed message, applied or not, moves the offset and counts toward the batch. */
+static int consume(part_t *p, int64_t offset)
+{
+    batch_t *b = pending(p);
+    if (!b)
+        return -1;
+    assert(!part_is_stale(p, offset));
+    p->next_offset = offset + 1;
+    p->uncommitted++;
+    b->messages++;
+    return 0;
+}
+
+int part_skip(part_t *p, int64_t offset)
+{
+    return consume(p, offset);
+}
+
+static int apply_llm(part_t *p, const wire_event_t *ev, const pricing_t *prices,
+                     part_effects_t *eff)
+{
+    const pricing_rate_t *rate =
+        pricing_lookup(prices, ev->provider.ptr, ev->provider.len, ev->model.ptr, ev->model.len);
+    costagg_key_t k = {
+        .org = ev->org.ptr,
+        .org_len = ev->org.len,
+        .project = ev->project.ptr ? ev->project.ptr : "",
+        .project_len = ev->project.len,
+        .provider = ev->provider.ptr,
+        .provider_len = ev->provider.len,
+        .model = ev->model.ptr,
+        .model_len = ev->model.len,
+        .hour_ms = ev->ts - ev->ts % HOUR_MS,
+        .billable = !ev->byo,
+    };
+    costagg_vals_t v = {
+        .calls = 1,
+        .input_tokens = ev->input_tokens,
+        .output_tokens = ev->output_tokens,
+        .cache_read_tokens = ev->cache_read_tokens,
+        .cache_write_tokens = ev->cache_write_tokens,
+        .cost_nanos = rate ? pricing_cost_nanos(rate, ev->input_tokens, ev->output_tokens,
+                                                ev->cache_read_tokens, ev->cache_write_tokens)
+                           : 0,
+        .unpriced_calls = rate ? 0 : 1,
+    };
+    eff->unpriced = rate == NULL;
+    return costagg_add(p->agg, &k, &v);
+}
+
+int part_apply(part_t *p, int64_t offset, const wire_event_t *ev, const pricing_t *prices,
+               part_status_t *status, part_effects_t *eff)
+{
+    eff->unpriced = false;
+    if (part_is_stale(p, offset)) {
+        *status = PART_STALE;
+        return 0;
+    }
+    idhash_t h = idset_hash(ev->org.ptr, ev->org.len, ev->id.ptr, ev->id.len);
+    if (consume(p, offset) < 0)
+        return -1;
+    int added = idset_add(p->ids, h);
+    if (added < 0)
+        return -1;
+    if (added == 0) {
+        *status = PART_DUPLICATE;
+        return 0;
+    }
+    *status = PART_APPLIED;
+    if (ev->type == WIRE_T_LLM_CALL && apply_llm(p, ev, prices, eff) < 0)
+        return -1;
+    batch_t *b = p->pending;
+    uint8_t bytes[16];
+    idhash_to_bytes(h, bytes);
+    pgcopy_row(&b->rows[BATCH_APPLIED], 3);
+    pgcopy_int4(&b->rows[BATCH_APPLIED], p->checkpoint_id);
+    pgcopy_uuid(&b->rows[BATCH_APPLIED], bytes);
+    pgcopy_int8(&b->rows[BATCH_APPLIED], ev->ts);
+    b->nrows[BATCH_APPLIED]++;
+    b->applied++;
+    return b->rows[BATCH_APPLIED].oom ? -1 : 0;
+}
+
+/* Encodes the cost aggregates as rows of the cost staging table (see store.c). */
+static void encode_costs(const costagg_t *agg, batch_t *b)
+{
+    pgcopy_t *r = &b->rows[BATCH_COST];
+    for (size_t i = 0; i < costagg_count(agg); i++) {
+        const costagg_entry_t *e = costagg_at(agg, i);
+        pgcopy_row(r, 13);
+        pgcopy_text(r, e->org, e->org_len);
+        pgcopy_text(r, e->project, e->project_len);
+        pgcopy_text(r, e->provider, e->provider_len);
+        pgcopy_text(r, e->model, e->model_len);
+        pgcopy_timestamptz_ms(r, e->hour_ms);
+        pgcopy_bool(r, e->billable);
+        pgcopy_int8(r, e->v.calls);
+        pgcopy_int8(r, e->v.input_tokens);
+        pgcopy_int8(r, e->v.output_tokens);
+        pgcopy_int8(r, e->v.cache_read_tokens);
+        pgcopy_int8(r, e->v.cache_write_tokens);
+        pgcopy_int8(r, e->v.cost_nanos);
+        pgcopy_int8(r, e->v.unpriced_calls);
+    }
+    b->nrows[BATCH_COST] = (int64_t)costagg_count(agg);
+}
+
+batch_t *part_seal(part_t *p, bool *oom)
+{
+    *oom = false;
+    batch_t *b = p->pending;
+    if (!b)
+        return NULL;
+    encode_costs(p->agg, b);
+    costagg_clear(p->agg);
+    for (int t = 0; t < BATCH_NTABLES; t++)
+        *oom = *oom || b->rows[t].oom;
+    b->partition = p->partition;
+    b->checkpoint_id = p->checkpoint_id;
+    b->epoch = p->epoch;
+    b->expected_offset = p->sealed_offset;
+    b->new_offset = p->next_offset;
+    p->sealed_offset = p->next_offset;
+    p->pending = NULL;
+    return b;
+}
+
+void part_commit(part_t *p, const batch_t *b)
+{
+    assert(b->partition == p->partition);
+    p->committed_offset = b->new_offset;
+    p->uncommitted -= b->messages;
+    assert(p->uncommitted >= 0);
+}
