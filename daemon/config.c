@@ -9,9 +9,10 @@
  */
 #include "config.h"
 
+#include "initext.h"
+
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,29 +268,40 @@ static int set_dotted(config_t *c, const char *dotted, const char *value, const 
 typedef struct {
     config_t *c;
     const char *path;
-    char *err;
-    size_t errlen;
-    int failed;
+    char err[512];
 } ini_ctx_t;
 
-static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
+/* Only the sections of the key table and the two pass-through sections exist. */
+static int on_ini_section(initext_t *ix, void *user, int line, const char *name, size_t len)
+{
+    (void)user;
+    if ((len == 14 && memcmp(name, "kafka.consumer", 14) == 0) ||
+        (len == 14 && memcmp(name, "kafka.producer", 14) == 0))
+        return 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *dot = strchr(keys[i].name, '.');
+        if ((size_t)(dot - keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
+            return 0;
+    }
+    initext_error(ix, line, "unknown section [%.*s]", (int)len, name);
+    return -1;
+}
+
+static int on_ini_entry(initext_t *ix, void *user, int line, const char *section, const char *name,
+                        const char *value)
 {
     ini_ctx_t *x = user;
-    if (x->failed)
-        return 0;
-    char dotted[256], where[512];
+    char dotted[320];
     if (!section[0]) {
-        errf(x->err, x->errlen, "%s: key \"%s\" outside a section", x->path, name);
-        x->failed = 1;
-        return 0;
+        initext_error(ix, line, "key \"%s\" outside a section", name);
+        return -1;
     }
     snprintf(dotted, sizeof(dotted), "%s.%s", section, name);
-    snprintf(where, sizeof(where), "file %s", x->path);
-    if (set_dotted(x->c, dotted, value, where, x->err, x->errlen) < 0) {
-        x->failed = 1;
-        return 0;
+    if (set_dotted(x->c, dotted, value, "config file", x->err, sizeof(x->err)) < 0) {
+        initext_error(ix, line, "%s", x->err);
+        return -1;
     }
-    return 1;
+    return 0;
 }
 
 int config_read_file(const char *path, char **out, size_t *len)
@@ -511,16 +523,21 @@ int config_load(int argc, char **argv, char **envp, config_t **out, config_cmd_t
     if (!file)
         file = env_get(envp, "METERD_CONFIG");
     if (file && file[0]) {
-        ini_ctx_t x = {c, file, err, errlen, 0};
-        int rc = ini_parse(file, on_ini_entry, &x);
-        if (x.failed)
-            goto fail;
-        if (rc < 0) {
-            errf(err, errlen, "%s: cannot open configuration file: %s", file, strerror(errno));
+        char *text;
+        size_t len;
+        if (config_read_file(file, &text, &len) < 0) {
+            errf(err, errlen, "%s: cannot read configuration file: %s", file, strerror(errno));
             goto fail;
         }
-        if (rc > 0) {
-            errf(err, errlen, "%s:%d: syntax error", file, rc);
+        ini_ctx_t x = {.c = c, .path = file};
+        static const initext_spec_t spec = {.on_section = on_ini_section,
+                                            .on_entry = on_ini_entry,
+                                            .syntax_hint = "want [section] or key = value"};
+        char perr[640];
+        int rc = initext_parse(text, len, &spec, &x, perr, sizeof(perr));
+        free(text);
+        if (rc < 0) {
+            errf(err, errlen, "%s: %s", file, perr);
             goto fail;
         }
     }

@@ -4,22 +4,11 @@
  * Pure core: no I/O, no globals of our own, no floating point. Safe to use from one thread at a
  * time while parsing; a finished table is read-only, so look-ups may run on any thread.
  *
- * Parsing. libinih does the INI syntax (comments, inline " ;" comments, BOM, whitespace), but two
- * of its limits would silently corrupt a price table, so we feed it through our own line reader
- * (ini_parse_stream) instead of ini_parse_string:
- *   - inih copies the section name into a 50-byte buffer and truncates longer names without an
- *     error (measured with Debian's libinih 55), while a section here is "provider/model" with
- *     up to 32 + 1 + 128 bytes ("fireworks/accounts/fireworks/models/qwen3-coder-480b-a35b-
- *     instruct" is 67). The reader therefore records the full name of every "[...]" line itself,
- *     and the handler only checks that inih's (possibly truncated) name is a prefix of it.
- *   - Debian's build does not pass line numbers to the handler. The reader counts lines; inih
- *     reads exactly one line per reader call and calls the handler before reading the next, so
- *     the count is the handler's line.
- * The reader also refuses NUL bytes (ini_parse_string would stop at one and silently drop the
- * rest of the table), lines longer than inih's line buffer (inih would split them), and indented
- * lines other than comments (inih reads them as a key or as a continuation of the previous
- * value, depending on the line before). Parsing stops
- * at the first error, which is reported with its line, section and key.
+ * Parsing goes through initext, which refuses what libinih would silently mangle (truncated
+ * section names: "fireworks/accounts/fireworks/models/qwen3-coder-480b-a35b-instruct" is 67
+ * bytes; split long lines; NUL bytes; indented lines) and numbers every line. This file only
+ * checks that each section is [provider/model] within the wire bounds and each key a known
+ * amount. Parsing stops at the first error, reported with its line, section and key.
  *
  * Look-up. An open-addressing table of entry indexes (linear probing, at most half full) over
  * a growing entry array, hashed with FNV-1a over provider, a 0 byte and model. The hash streams
@@ -27,11 +16,11 @@
  */
 #include "pricing.h"
 
+#include "initext.h"
 #include "wire.h"
 
 #include <assert.h>
 #include <ctype.h>
-#include <ini.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -44,10 +33,9 @@
 #define KEY_CACHE_WRITE (1u << 3)
 #define KEY_ALL         (KEY_INPUT | KEY_OUTPUT | KEY_CACHE_READ | KEY_CACHE_WRITE)
 
-#define MICROS_PER_USD  1000000LL
-#define MAX_DECIMALS    6
-#define SECTION_MAX     (WIRE_MAX_PROVIDER + 1 + WIRE_MAX_MODEL)
-#define INIH_SECTION_SZ 50 /* inih's MAX_SECTION: names of 49+ bytes may come truncated */
+#define MICROS_PER_USD 1000000LL
+#define MAX_DECIMALS   6
+#define SECTION_MAX    (WIRE_MAX_PROVIDER + 1 + WIRE_MAX_MODEL)
 
 typedef struct {
     pricing_rate_t rate;
@@ -65,19 +53,10 @@ struct pricing {
     size_t nslots;   /* power of two, > 2 * n */
 };
 
-/* One parse in progress: the reader's position and the first error. */
+/* One parse in progress. */
 typedef struct {
     pricing_t *p;
-    const char *pos, *end;
-    int line;        /* number of the line last handed to inih */
-    bool indented;   /* that line starts with white space */
-    const char *raw; /* that line in the caller's text, without its newline */
-    size_t raw_len;
     entry_t *cur; /* current section, NULL before the first */
-    bool failed;
-    int err_line;
-    char *err;
-    size_t errlen;
 } parse_ctx_t;
 
 static const struct {
@@ -161,167 +140,68 @@ static int reserve_one(pricing_t *p)
     return 0;
 }
 
-__attribute__((format(printf, 3, 4))) static void fail(parse_ctx_t *c, int line, const char *fmt,
-                                                       ...)
-{
-    if (c->failed)
-        return;
-    c->failed = true;
-    c->err_line = line;
-    if (!c->err || c->errlen == 0)
-        return;
-    int n = snprintf(c->err, c->errlen, "line %d: ", line);
-    if (n < 0 || (size_t)n >= c->errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
-
 static bool name_byte_ok(char ch)
 {
     return ch > ' ' && ch < 0x7f; /* printable ASCII, no space */
 }
 
 /* A "[provider/model]" line: validates the name and opens a new entry for it. */
-static void open_section(parse_ctx_t *c, const char *name, size_t len)
+static int on_section(initext_t *ix, void *user, int line, const char *name, size_t len)
 {
+    parse_ctx_t *c = user;
     for (size_t i = 0; i < len; i++) {
         if (!name_byte_ok(name[i])) {
-            fail(c, c->line, "section [%.*s]: want printable ASCII without spaces", (int)len, name);
-            return;
+            initext_error(ix, line, "section [%.*s]: want printable ASCII without spaces", (int)len,
+                          name);
+            return -1;
         }
     }
     const char *slash = memchr(name, '/', len);
     size_t plen = slash ? (size_t)(slash - name) : 0;
     size_t mlen = slash ? len - plen - 1 : 0;
     if (!slash || plen == 0 || mlen == 0) {
-        fail(c, c->line, "section [%.*s]: want [provider/model]", (int)len, name);
-        return;
+        initext_error(ix, line, "section [%.*s]: want [provider/model]", (int)len, name);
+        return -1;
     }
     if (plen > WIRE_MAX_PROVIDER || mlen > WIRE_MAX_MODEL) {
-        fail(c, c->line, "section [%.*s]: provider over %d or model over %d bytes", (int)len, name,
-             WIRE_MAX_PROVIDER, WIRE_MAX_MODEL);
-        return;
+        initext_error(ix, line, "section [%.*s]: provider over %d or model over %d bytes", (int)len,
+                      name, WIRE_MAX_PROVIDER, WIRE_MAX_MODEL);
+        return -1;
     }
     uint64_t hash = hash_key(name, plen, slash + 1, mlen);
     const entry_t *dup = find(c->p, hash, name, plen, slash + 1, mlen);
     if (dup) {
-        fail(c, c->line, "duplicate section [%s] (first at line %d)", dup->name, dup->line);
-        return;
+        initext_error(ix, line, "duplicate section [%s] (first at line %d)", dup->name, dup->line);
+        return -1;
     }
     if (reserve_one(c->p) != 0) {
-        fail(c, c->line, "section [%.*s]: out of memory", (int)len, name);
-        return;
+        initext_error(ix, line, "section [%.*s]: out of memory", (int)len, name);
+        return -1;
     }
     entry_t *e = &c->p->entries[c->p->n];
     memset(e, 0, sizeof(*e));
     e->hash = hash;
     e->provider_len = (uint16_t)plen;
     e->model_len = (uint16_t)mlen;
-    e->line = c->line;
+    e->line = line;
     memcpy(e->name, name, len);
     e->name[len] = '\0';
     slot_insert(c->p->slots, c->p->nslots, hash, (uint32_t)(c->p->n + 1));
     c->p->n++;
     c->cur = e;
+    return 0;
 }
 
-/* The ini_reader: hands inih one whole line of [pos, end) at a time, like fgets. */
-static char *read_line(char *str, int num, void *stream)
+/* One "key = value" line of the current section. */
+static int on_entry(initext_t *ix, void *user, int line, const char *section, const char *name,
+                    const char *value)
 {
-    parse_ctx_t *c = stream;
-    if (c->failed || c->pos == c->end)
-        return NULL;
-    c->line++;
-    const char *nl = memchr(c->pos, '\n', (size_t)(c->end - c->pos));
-    size_t len = nl ? (size_t)(nl - c->pos) + 1 : (size_t)(c->end - c->pos);
-    const char *text = c->pos;
-    c->pos += len;
-    size_t body = nl ? len - 1 : len; /* without the newline */
-
-    if (num < 3 || body + 2 > (size_t)num) {
-        fail(c, c->line, "line longer than %d bytes", num - 2);
-        return NULL;
-    }
-    if (memchr(text, '\0', body)) {
-        fail(c, c->line, "NUL byte in the price table");
-        return NULL;
-    }
-    memcpy(str, text, len);
-    str[len] = '\0';
-
-    const char *s = text;
-    size_t n = body;
-    if (c->line == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
-        s += 3;
-        n -= 3;
-    }
-    c->raw = s;
-    c->raw_len = n;
-    c->indented = n > 0 && isspace((unsigned char)s[0]); /* inih's test for "indented" */
-    if (c->indented) {
-        size_t i = 0;
-        while (i < n && isspace((unsigned char)s[i]))
-            i++;
-        if (i < n && s[i] == '[') {
-            fail(c, c->line, "indented section header");
-            return NULL;
-        }
-    } else if (n > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', n);
-        if (!close) {
-            fail(c, c->line, "section header without ']'");
-            return NULL;
-        }
-        const char *rest = close + 1;
-        while (rest < s + n && isspace((unsigned char)*rest))
-            rest++;
-        if (rest < s + n && *rest != ';' && *rest != '#') {
-            /* inih ignores it; it is more likely a typo than a comment. */
-            fail(c, c->line, "text after ']' of section [%.*s]", (int)(close - s - 1), s + 1);
-            return NULL;
-        }
-        open_section(c, s + 1, (size_t)(close - s - 1));
-        if (c->failed)
-            return NULL;
-    }
-    return str;
-}
-
-/* The ini_handler: one "key = value" line of the current section. */
-static int on_key(void *user, const char *section, const char *name, const char *value)
-{
+    (void)section;
     parse_ctx_t *c = user;
-    if (c->failed)
-        return 0;
     entry_t *e = c->cur;
     if (!e) {
-        fail(c, c->line, "key \"%s\" outside a section (want [provider/model] first)", name);
-        return 0;
-    }
-    size_t slen = strlen(section);
-    size_t nlen = strlen(e->name);
-    if (slen > nlen || memcmp(section, e->name, slen) != 0 ||
-        (slen < nlen && slen < INIH_SECTION_SZ - 1)) {
-        /* Our reader and inih disagree about the section: refuse rather than guess. */
-        fail(c, c->line, "[%s] key \"%s\": cannot tell which section this key belongs to", e->name,
-             name);
-        return 0;
-    }
-    if (c->indented) {
-        /* inih reads an indented line as a key when it follows a section header, but as more
-         * of the previous value when it follows a key: refuse both, the same way. */
-        size_t skip = 0;
-        while (skip < c->raw_len && isspace((unsigned char)c->raw[skip]))
-            skip++;
-        size_t show = c->raw_len - skip;
-        while (show > 0 && isspace((unsigned char)c->raw[skip + show - 1]))
-            show--;
-        fail(c, c->line, "[%s] indented line \"%.*s\" (start keys in the first column)", e->name,
-             (int)(show < 60 ? show : 60), c->raw + skip);
-        return 0;
+        initext_error(ix, line, "key \"%s\" outside a section (want [provider/model] first)", name);
+        return -1;
     }
     unsigned bit = 0;
     for (size_t i = 0; i < sizeof(key_names) / sizeof(key_names[0]); i++) {
@@ -329,21 +209,23 @@ static int on_key(void *user, const char *section, const char *name, const char 
             bit = key_names[i].bit;
     }
     if (bit == 0) {
-        fail(c, c->line, "[%s] unknown key \"%s\" (want input, output, cache_read, cache_write)",
-             e->name, name);
-        return 0;
+        initext_error(ix, line,
+                      "[%s] unknown key \"%s\" (want input, output, cache_read, cache_write)",
+                      e->name, name);
+        return -1;
     }
     if (e->seen & bit) {
-        fail(c, c->line, "[%s] duplicate key \"%s\"", e->name, name);
-        return 0;
+        initext_error(ix, line, "[%s] duplicate key \"%s\"", e->name, name);
+        return -1;
     }
     int64_t micros;
     if (money_parse_usd_micros(value, PRICING_MAX_MICROS, &micros) != 0) {
-        fail(c, c->line,
-             "[%s] key \"%s\": bad amount \"%.40s\" (want USD per 1M tokens, digits with at most "
-             "%d decimals, at most %lld)",
-             e->name, name, value, MAX_DECIMALS, PRICING_MAX_MICROS / MICROS_PER_USD);
-        return 0;
+        initext_error(
+            ix, line,
+            "[%s] key \"%s\": bad amount \"%.40s\" (want USD per 1M tokens, digits with at most "
+            "%d decimals, at most %lld)",
+            e->name, name, value, MAX_DECIMALS, PRICING_MAX_MICROS / MICROS_PER_USD);
+        return -1;
     }
     e->seen |= bit;
     switch (bit) {
@@ -360,7 +242,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
         e->rate.cache_write = micros;
         break;
     }
-    return 1;
+    return 0;
 }
 
 int pricing_parse(const char *text, size_t len, pricing_t **out, char *err, size_t errlen)
@@ -377,40 +259,33 @@ int pricing_parse(const char *text, size_t len, pricing_t **out, char *err, size
             snprintf(err, errlen, "out of memory");
         return -1;
     }
-    parse_ctx_t c = {
-        .p = p, .pos = text, .end = text ? text + len : text, .err = err, .errlen = errlen};
-
-    int rc = ini_parse_stream(read_line, &c, on_key, &c);
-    if (rc == -2) {
-        c.failed = false;
-        fail(&c, c.line, "out of memory");
-    } else if (rc > 0 && (!c.failed || rc < c.err_line)) {
-        /* inih found a syntax error on a line before any error of ours. */
-        const char *section = NULL;
-        for (size_t i = 0; i < p->n && p->entries[i].line < rc; i++)
-            section = p->entries[i].name;
-        c.failed = false;
-        fail(&c, rc, "%s%s%ssyntax error (want [provider/model], key = value, or a ; comment)",
-             section ? "[" : "", section ? section : "", section ? "] " : "");
-    }
-    for (size_t i = 0; i < p->n && !c.failed; i++) {
+    parse_ctx_t c = {.p = p, .cur = NULL};
+    static const initext_spec_t spec = {
+        .on_section = on_section,
+        .on_entry = on_entry,
+        .syntax_hint = "want [provider/model], key = value, or a ; comment",
+    };
+    int rc = initext_parse(text, len, &spec, &c, err, errlen);
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
         const entry_t *e = &p->entries[i];
         for (size_t k = 0; k < sizeof(key_names) / sizeof(key_names[0]); k++) {
             if (!(e->seen & key_names[k].bit)) {
-                fail(&c, e->line,
-                     "[%s] missing key \"%s\" (all of input, output, cache_read, "
-                     "cache_write are required)",
-                     e->name, key_names[k].name);
+                if (err && errlen > 0)
+                    snprintf(err, errlen,
+                             "line %d: [%s] missing key \"%s\" (all of input, output, "
+                             "cache_read, cache_write are required)",
+                             e->line, e->name, key_names[k].name);
+                rc = -1;
                 break;
             }
         }
     }
-    if (!c.failed && p->n == 0) {
-        c.failed = true;
+    if (rc == 0 && p->n == 0) {
+        rc = -1;
         if (err && errlen > 0)
             snprintf(err, errlen, "no [provider/model] sections in the price table");
     }
-    if (c.failed) {
+    if (rc < 0) {
         pricing_free(p);
         return -1;
     }
