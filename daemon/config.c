@@ -12,6 +12,7 @@
 #include "initext.h"
 
 #include <ctype.h>
+#include <libpq-fe.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,6 +65,10 @@ static const key_t_ keys[] = {
      "Longest back-off between reconnection attempts (starts at 100 ms, doubles)."},
     {"postgres.statement_timeout_ms", K_INT, F(pg_statement_timeout_ms), "60000", 0, 3600000,
      "statement_timeout for the daemon's session; 0 disables it."},
+    {"postgres.idle_in_transaction_timeout_ms", K_INT, F(pg_idle_in_transaction_timeout_ms),
+     "30000", 0, 3600000,
+     "idle_in_transaction_session_timeout for the daemon's session: the server ends the session "
+     "(and frees its row locks) of an instance frozen in the middle of a flush; 0 disables it."},
     {"meter.instance_id", K_STR, F(instance_id), "", 0, 0,
      "Name of this instance in checkpoints and logs; empty means hostname:pid."},
     {"meter.prices_file", K_STR, F(prices_file), METERD_DEFAULT_PRICES, 0, 0,
@@ -402,6 +407,33 @@ void config_usage(FILE *f, const char *prog)
             prog);
 }
 
+/* The DSN must parse (libpq's own parser, key=value or URI form) and carry no password. */
+static int check_dsn(const char *dsn, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
+    if (!opts) {
+        /* libpq's message quotes the string; keep it only if no secret can be in it */
+        bool quiet = strchr(dsn, '@') || strstr(dsn, "password");
+        errf(err, errlen, "postgres.dsn: not a valid libpq connection string%s%s",
+             perr && !quiet ? ": " : "", perr && !quiet ? perr : "");
+        PQfreemem(perr);
+        return -1;
+    }
+    bool has_password = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && o->val[0])
+            has_password = true;
+    PQconninfoFree(opts);
+    if (has_password) {
+        errf(err, errlen,
+             "postgres.dsn: must not contain a password; use PGPASSWORD or "
+             "postgres.password_file");
+        return -1;
+    }
+    return 0;
+}
+
 static int finish(config_t *c, char **envp, char *err, size_t errlen)
 {
     const char *pw = env_get(envp, "METERD_KAFKA_SASL_PASSWORD");
@@ -421,12 +453,8 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
     if (c->pg_password_file[0] && read_secret(c->pg_password_file, "postgres.password_file",
                                               &c->pg_password, err, errlen) < 0)
         return -1;
-    if (strstr(c->pg_dsn, "password")) {
-        errf(err, errlen,
-             "postgres.dsn: must not contain a password; use PGPASSWORD or "
-             "postgres.password_file");
+    if (check_dsn(c->pg_dsn, err, errlen) < 0)
         return -1;
-    }
     static const struct {
         const char *key;
         size_t off;

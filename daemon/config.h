@@ -52,6 +52,7 @@ typedef struct config {
     bool pg_auto_migrate;
     int64_t pg_reconnect_max_ms;
     int64_t pg_statement_timeout_ms;
+    int64_t pg_idle_in_transaction_timeout_ms;
     /* [meter] */
     char *instance_id;
     char *prices_file;

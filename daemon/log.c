@@ -72,12 +72,21 @@ static void put(buf_t *b, const char *s, size_t n)
     b->len += n;
 }
 
-static void put_escaped(buf_t *b, const char *s, size_t n)
+/* Writes s[0..n) as a JSON string. When the rest would not fit, stops at a character boundary
+ * and still closes the string, so the line stays valid: returns 0 then, 1 when complete. */
+static int put_escaped(buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    if (b->len + 2 > b->cap)
+        return 0;
     put(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        size_t need = (c == '"' || c == '\\' || c == '\n') ? 2 : (c < 0x20 || c >= 0x7f) ? 6 : 1;
+        if (b->len + need + 1 > b->cap) { /* + 1: the closing quote */
+            put(b, "\"", 1);
+            return 0;
+        }
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             put(b, e, 2);
@@ -91,6 +100,7 @@ static void put_escaped(buf_t *b, const char *s, size_t n)
         }
     }
     put(b, "\"", 1);
+    return 1;
 }
 
 void log_emit(log_t *lg, log_level_t level, const char *msg, const log_kv_t *kvs)
@@ -111,12 +121,12 @@ void log_emit(log_t *lg, log_level_t level, const char *msg, const log_kv_t *kvs
     put(&b, ",\"level\":\"", 10);
     put(&b, level_names[level], strlen(level_names[level]));
     put(&b, "\",\"msg\":", 8);
-    put_escaped(&b, msg, strlen(msg));
-    int truncated = 0;
-    for (; kvs && kvs->kind != LOG_KV_END; kvs++) {
+    /* A message too long for the line is cut (still a valid string) and marked truncated. */
+    int truncated = !put_escaped(&b, msg, strlen(msg));
+    for (; !truncated && kvs && kvs->kind != LOG_KV_END; kvs++) {
         size_t field_start = b.len;
         put(&b, ",", 1);
-        put_escaped(&b, kvs->key, strlen(kvs->key));
+        int complete = put_escaped(&b, kvs->key, strlen(kvs->key));
         put(&b, ":", 1);
         if (kvs->kind == LOG_KV_INT) {
             n = snprintf(tbuf, sizeof(tbuf), "%lld", kvs->i);
@@ -124,9 +134,9 @@ void log_emit(log_t *lg, log_level_t level, const char *msg, const log_kv_t *kvs
         } else if (kvs->s == NULL) {
             put(&b, "null", 4);
         } else {
-            put_escaped(&b, kvs->s, kvs->slen < 0 ? strlen(kvs->s) : (size_t)kvs->slen);
+            complete &= put_escaped(&b, kvs->s, kvs->slen < 0 ? strlen(kvs->s) : (size_t)kvs->slen);
         }
-        if (b.len == b.cap) { /* this field did not fit: drop it and stop */
+        if (!complete || b.len == b.cap) { /* this field did not fit: drop it and stop */
             b.len = field_start;
             truncated = 1;
             break;

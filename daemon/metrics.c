@@ -180,6 +180,18 @@ static void outf(out_t *o, const char *fmt, ...)
     }
 }
 
+/* Formats v with %g's six significant digits when they represent it exactly, else with as many
+ * more as it takes to read back the same double: a rounded "le" would name a bucket boundary
+ * that does not exist, and a rounded _sum would lose increments once it is large. */
+static void fmt_double(char *buf, size_t n, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 static void render_one(out_t *o, const metric_t *x)
 {
     const char *l = x->labels;
@@ -197,15 +209,17 @@ static void render_one(out_t *o, const metric_t *x)
         if (i == x->nbounds)
             snprintf(le, sizeof(le), "+Inf");
         else
-            snprintf(le, sizeof(le), "%g", x->bounds[i]);
+            fmt_double(le, sizeof(le), x->bounds[i]);
         outf(o, "%s_bucket{%s%sle=\"%s\"} %llu\n", x->name, l, l[0] ? "," : "", le,
              (unsigned long long)cum);
     }
+    char sum[32];
+    fmt_double(sum, sizeof(sum), x->sum);
     if (l[0]) {
-        outf(o, "%s_sum{%s} %.9g\n", x->name, l, x->sum);
+        outf(o, "%s_sum{%s} %s\n", x->name, l, sum);
         outf(o, "%s_count{%s} %llu\n", x->name, l, (unsigned long long)cum);
     } else {
-        outf(o, "%s_sum %.9g\n", x->name, x->sum);
+        outf(o, "%s_sum %s\n", x->name, sum);
         outf(o, "%s_count %llu\n", x->name, (unsigned long long)cum);
     }
 }

@@ -219,6 +219,13 @@ static void reset(store_t *s)
         set_up(s, false);
 }
 
+/* Server notices go to the log instead of libpq's default (stderr, not JSON). */
+static void on_notice(void *arg, const PGresult *r)
+{
+    store_t *s = arg;
+    LOG_DEBUG(s->log, "postgres notice", LS("message", PQresultErrorMessage(r)));
+}
+
 static void connect_poll(store_t *s)
 {
     switch (PQconnectPoll(s->conn)) {
@@ -267,6 +274,7 @@ static void start_connect(store_t *s)
         reset(s);
         return;
     }
+    PQsetNoticeReceiver(s->conn, on_notice, s);
     connect_poll(s);
     if (s->broken)
         reset(s);
@@ -631,8 +639,12 @@ static void setup_next(store_t *s)
     char sql[256];
     switch (s->setup_step) {
     case 0:
-        snprintf(sql, sizeof(sql), "SET statement_timeout = %lld",
-                 (long long)s->cfg->pg_statement_timeout_ms);
+        /* A frozen instance must not hold its checkpoint rows' locks for ever: the new owner's
+         * claim waits on them. */
+        snprintf(sql, sizeof(sql),
+                 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = %lld",
+                 (long long)s->cfg->pg_statement_timeout_ms,
+                 (long long)s->cfg->pg_idle_in_transaction_timeout_ms);
         send_sql(s, sql, expect_ok, setup_done_step);
         break;
     case 1:

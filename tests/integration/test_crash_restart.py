@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+# ctest: slow
+"""Acceptance: exactly once across crashes.
+
+The stream of test_ingest_exact (>= 100,000 llm.call events, 5% repeated ids, 1% poison) is
+published live, at a pace that spreads it over about two minutes, while one daemon is killed with
+SIGKILL at random moments (>= 10 of them while it owns its partitions and is consuming, plus some
+during start-up) and restarted each time. Afterwards a reference daemon, in its own database and
+consumer group, reads the same topic without interruption. Then:
+
+  - cost_records, applied_events and the checkpoints of the two databases are identical;
+  - both equal the independent computation;
+  - the dead letters of the crashed run, deduplicated by (source partition, offset) — they are
+    at-least-once across a crash, identified by those headers — are exactly the poison messages.
+
+Seed: METERD_TEST_SEED (printed); it drives the stream and the kill schedule.
+"""
+import os
+import random
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from meterlab import Lab, caught_up, log, producer, publish, read_topic, wait_for  # noqa: E402
+from stream import Stream, compare_rows, fetch_rows  # noqa: E402
+
+EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "108000"))
+KILLS = int(os.environ.get("METERD_TEST_KILLS", "10"))
+PUBLISH_SECONDS = 120
+
+
+def dump(pg, db):
+    """Everything the ingest path wrote, in a comparable form."""
+    return {
+        "cost": fetch_rows(pg, db),
+        "applied": sorted(tuple(r) for r in pg.psql(
+            "SELECT c.partition, a.id_hash, a.event_ts FROM applied_events a"
+            " JOIN consumer_checkpoints c ON c.id = a.checkpoint_id", db)),
+        "checkpoints": sorted(tuple(r) for r in pg.psql(
+            "SELECT partition, next_offset FROM consumer_checkpoints", db)),
+    }
+
+
+def publisher(bootstrap, messages, done):
+    prod = producer(bootstrap)
+    chunk = 2000
+    pause = PUBLISH_SECONDS / (len(messages) / chunk)
+    for i in range(0, len(messages), chunk):
+        publish(prod, "usage.events", messages[i:i + chunk])
+        time.sleep(pause)
+    prod.close()
+    done.set()
+
+
+def main():
+    seed = int(os.environ.get("METERD_TEST_SEED", str(int(time.time()) % 100000)))
+    log("seed=%d events=%d kills>=%d (replay with METERD_TEST_SEED=%d)" % (seed, EVENTS, KILLS, seed))
+    rng = random.Random(seed)
+    s = Stream(seed=seed, events=EVENTS, orgs=120)
+
+    with Lab("crash", partitions=16) as lab:
+        lab.broker.stop()
+        lab.broker.topics = ["usage.events:16", "dlq.crash:4", "dlq.ref:4"]
+        lab.broker.start()
+        crash_dsn = lab.pg.createdb("crash")
+        ref_dsn = lab.pg.createdb("ref")
+
+        done = threading.Event()
+        pub = threading.Thread(target=publisher, args=(lab.broker.bootstrap, s.messages, done))
+        pub.start()
+
+        d = lab.daemon("crash", dsn=crash_dsn, group="crash",
+                       extra=["--kafka.dlq_topic=dlq.crash"])
+        kills_consuming = kills_starting = 0
+        while not (done.is_set() and kills_consuming >= KILLS):
+            d.start()
+            ready_before = sum(1 for x in d.log_lines() if x.get("msg") == "partition ready")
+            if rng.random() < 0.15:
+                time.sleep(rng.uniform(0.0, 3.0))  # during start-up, claim or group join
+            else:
+                wait_for(lambda: sum(1 for x in d.log_lines()
+                                     if x.get("msg") == "partition ready") > ready_before,
+                         60, "partitions to be assigned")
+                time.sleep(rng.uniform(0.05, 2.5))
+            consuming = sum(1 for x in d.log_lines()
+                            if x.get("msg") == "partition ready") > ready_before
+            assert d.running(), "daemon died on its own:\n" + d.tail()
+            d.kill()
+            if consuming:
+                kills_consuming += 1
+            else:
+                kills_starting += 1
+            log("SIGKILL #%d (%s)" % (kills_consuming + kills_starting,
+                                     "consuming" if consuming else "starting"))
+        pub.join()
+        # the end offsets of the topic, from an independent client
+        from kafka import KafkaConsumer, TopicPartition
+        c = KafkaConsumer(bootstrap_servers=lab.broker.bootstrap, api_version=(2, 5, 0))
+        tps = [TopicPartition("usage.events", p) for p in range(16)]
+        ends = {tp.partition: o for tp, o in c.end_offsets(tps).items() if o > 0}
+        c.close()
+        assert sum(ends.values()) == len(s.messages)
+
+        d.start()
+        wait_for(lambda: caught_up(lab.pg, ends, db="crash"), 180, "the crashed run to catch up")
+        assert d.stop() == 0
+        log("crashed run caught up after %d kills (%d consuming, %d starting)" %
+            (kills_consuming + kills_starting, kills_consuming, kills_starting))
+
+        ref = lab.daemon("ref", dsn=ref_dsn, group="ref", extra=["--kafka.dlq_topic=dlq.ref"])
+        ref.start()
+        wait_for(lambda: caught_up(lab.pg, ends, db="ref"), 180, "the reference run")
+        assert ref.stop() == 0
+
+        a, b = dump(lab.pg, "ref"), dump(lab.pg, "crash")
+        for k in a:
+            assert a[k] == b[k], "%s differ between the reference and the crashed run: %s" % (
+                k, compare_rows(dict(enumerate(a[k])) if k != "cost" else a[k],
+                                dict(enumerate(b[k])) if k != "cost" else b[k]))
+        log("PostgreSQL identical: %d cost rows, %d applied ids, %d checkpoints" %
+            (len(a["cost"]), len(a["applied"]), len(a["checkpoints"])))
+        diffs = compare_rows(s.expected_rows, b["cost"])
+        assert not diffs, "\n".join(diffs)
+
+        dlq = read_topic(lab.broker.bootstrap, "dlq.crash")
+        by_source = {}
+        for r in dlq:
+            h = {k: v.decode() for k, v in r.headers}
+            by_source.setdefault((h["source_partition"], h["source_offset"]), set()).add(r.value)
+        assert all(len(v) == 1 for v in by_source.values()), "one source, several payloads"
+        assert sorted(next(iter(v)) for v in by_source.values()) == sorted(v for v, _ in s.poison)
+        log("dead letters: %d messages, %d distinct sources = the %d poison messages" %
+            (len(dlq), len(by_source), len(s.poison)))
+    log("PASS")
+
+
+if __name__ == "__main__":
+    main()
