@@ -13,8 +13,10 @@
  * the state of a cleanly flushed partition as RETAINED: if the next claim finds the checkpoint
  * exactly where this instance left it, the state is reused without reloading.
  *
- * Every assignment and revocation bumps `assign_gen`; the claim and load callbacks of a
- * superseded assignment see a different generation and only release what they hold.
+ * Each assignment (and each re-claim) gets a new generation, stamped on its slots; a
+ * revocation clears the stamp of the slots it revokes. The claim and load callbacks act only on
+ * slots that still carry their assignment's stamp, so a revocation abandons exactly the
+ * partitions it revokes (under the cooperative protocol others may still be loading).
  *
  * `uncommitted` counts messages consumed but not yet durable over all partitions; it drives
  * backpressure (pause every owned partition at meter.max_pending_events, resume at half).
@@ -48,6 +50,7 @@ typedef enum {
 typedef struct {
     slot_state_t state;
     part_t *part;
+    uint64_t gen; /* the assignment that owns the slot; 0: none */
 } slot_t;
 
 /* One assignment in progress. */
@@ -414,61 +417,73 @@ static void assign_release(assign_t *a)
     }
 }
 
+/* The slot of `partition` if it still belongs to assignment a. */
+static slot_t *assigned_slot(const assign_t *a, int32_t partition)
+{
+    slot_t *s = slot_get(a->m, partition, false);
+    return s && s->gen == a->gen ? s : NULL;
+}
+
+/* Every partition of the assignment is loaded: start consuming those still assigned. */
 static void assign_finish(assign_t *a)
 {
     meter_t *m = a->m;
+    int32_t *ps = malloc(a->n * sizeof(int32_t));
     int64_t *offsets = malloc(a->n * sizeof(int64_t));
-    if (!offsets) {
+    size_t n = 0;
+    if (!ps || !offsets) {
+        free(ps);
+        free(offsets);
         fatal_oom(m, "assign");
         return;
     }
     for (size_t i = 0; i < a->n; i++) {
-        slot_t *s = slot_get(m, a->partitions[i], false);
-        offsets[i] = part_next_offset(s->part);
-        LOG_INFO(m->log, "partition ready", LI("partition", a->partitions[i]),
-                 LI("offset", offsets[i]), LI("epoch", part_epoch(s->part)),
+        slot_t *s = assigned_slot(a, a->partitions[i]);
+        if (!s || s->state != S_ACTIVE)
+            continue; /* revoked meanwhile */
+        ps[n] = a->partitions[i];
+        offsets[n] = part_next_offset(s->part);
+        LOG_INFO(m->log, "partition ready", LI("partition", ps[n]), LI("offset", offsets[n]),
+                 LI("epoch", part_epoch(s->part)),
                  LI("known_ids", (long long)part_known_ids(s->part)));
+        n++;
     }
     if (a->reclaim) {
-        for (size_t i = 0; i < a->n; i++) {
-            consumer_seek(m->consumer, a->partitions[i], offsets[i]);
+        for (size_t i = 0; i < n; i++) {
+            consumer_seek(m->consumer, ps[i], offsets[i]);
             if (!m->paused)
-                consumer_pause(m->consumer, &a->partitions[i], 1, false);
+                consumer_pause(m->consumer, &ps[i], 1, false);
         }
-    } else {
-        consumer_assign_done(m->consumer, a->partitions, offsets, a->n);
+    } else if (n) {
+        /* With none left, a revocation already answered librdkafka (assign NULL). */
+        consumer_assign_done(m->consumer, ps, offsets, n);
     }
-    free(offsets);
     metric_set(m->m_owned, (int64_t)owned_count(m));
     if (m->paused)
-        consumer_pause(m->consumer, a->partitions, a->n, true);
+        consumer_pause(m->consumer, ps, n, true);
+    free(ps);
+    free(offsets);
 }
 
 static void on_ids(void *arg, int32_t checkpoint_id, const uint8_t *ids, size_t n)
 {
     (void)checkpoint_id;
     load_t *l = arg;
-    meter_t *m = l->a->m;
-    if (l->a->gen != m->assign_gen)
-        return;
-    slot_t *s = slot_get(m, l->partition, false);
+    slot_t *s = assigned_slot(l->a, l->partition);
     if (s && s->state == S_LOADING && part_load_ids(s->part, ids, n) < 0)
-        fatal_oom(m, "load ids");
+        fatal_oom(l->a->m, "load ids");
 }
 
 static void on_loaded(void *arg)
 {
     load_t *l = arg;
     assign_t *a = l->a;
-    meter_t *m = a->m;
-    if (a->gen == m->assign_gen) {
-        slot_t *s = slot_get(m, l->partition, false);
-        if (s && s->state == S_LOADING)
-            s->state = S_ACTIVE;
-    }
+    slot_t *s = assigned_slot(a, l->partition);
+    if (s && s->state == S_LOADING)
+        s->state = S_ACTIVE;
     free(l);
     a->loads_left--;
-    if (a->loads_left == 0 && a->gen == m->assign_gen)
+    if (a->loads_left == 0)
         assign_finish(a);
     assign_release(a);
 }
@@ -478,15 +493,11 @@ static void on_claimed(void *arg, const store_claim_t *claims, size_t n)
     assign_t *a = arg;
     meter_t *m = a->m;
     a->claimed = true;
-    if (a->gen != m->assign_gen) { /* superseded by a revocation */
-        assign_release(a);
-        return;
-    }
     for (size_t i = 0; i < n; i++) {
         const store_claim_t *c = &claims[i];
-        slot_t *s = slot_get(m, c->partition, false);
+        slot_t *s = assigned_slot(a, c->partition);
         if (!s)
-            continue;
+            continue; /* revoked while claiming */
         part_t *old = s->part;
         if (old && part_uncommitted(old) == 0 && part_epoch(old) + 1 == c->epoch &&
             part_committed_offset(old) == c->next_offset) {
@@ -531,19 +542,20 @@ static void on_reclaim_timer(uv_timer_t *t)
         fatal_oom(m, "reclaim");
         return;
     }
+    a->m = m;
+    a->gen = ++m->assign_gen;
+    a->reclaim = true;
     for (size_t i = 0; i < m->nslots; i++) {
         if (m->slots[i].state != S_FENCED)
             continue;
         if (consumer_owns(m->consumer, (int32_t)i)) {
             m->slots[i].state = S_CLAIMING;
+            m->slots[i].gen = a->gen;
             a->partitions[a->n++] = (int32_t)i;
         } else {
             m->slots[i].state = S_NONE; /* its revocation is on the way */
         }
     }
-    a->m = m;
-    a->gen = m->assign_gen;
-    a->reclaim = true;
     if (a->n == 0) {
         free(a->partitions);
         free(a);
@@ -583,6 +595,7 @@ static void on_assign(void *arg, const int32_t *partitions, size_t n)
         if (s->state != S_RETAINED)
             slot_release(m, s, S_CLAIMING);
         s->state = S_CLAIMING;
+        s->gen = a->gen;
     }
     if (n == 0) {
         a->claimed = true;
@@ -648,11 +661,11 @@ static void on_revoke_timeout(uv_timer_t *t)
 static void on_revoke(void *arg, const int32_t *partitions, size_t n, bool lost)
 {
     meter_t *m = arg;
-    m->assign_gen++; /* abandons an assignment still claiming or loading */
     for (size_t i = 0; i < n; i++) {
         slot_t *s = slot_get(m, partitions[i], false);
         if (!s)
             continue;
+        s->gen = 0; /* abandons its assignment if still claiming or loading */
         if (s->state == S_ACTIVE || s->state == S_STUCK)
             s->state = S_REVOKING;
         else
@@ -700,6 +713,12 @@ static void finish(meter_t *m)
         return;
     m->finished = true;
     meter_log_stats(m);
+    log_kv_t kv[WIRE_T_COUNT + 1];
+    for (int i = 0; i < WIRE_T_COUNT; i++)
+        kv[i] = LI(wire_type_name((wire_type_t)i), metric_value(m->m_events[i]));
+    kv[WIRE_T_COUNT] = LNONE;
+    if (log_enabled(m->log, LOG_LEVEL_INFO))
+        log_emit(m->log, LOG_LEVEL_INFO, "applied by type", kv);
     int64_t left = producer_close(m->producer, 2000);
     if (left) {
         LOG_ERROR(m->log, "messages left undelivered at exit", LI("count", left));

@@ -25,17 +25,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from meterlab import Lab, caught_up, log, producer, publish, read_topic, wait_for  # noqa: E402
 from stream import Stream, compare_rows, fetch_rows  # noqa: E402
 
-EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "108000"))
+EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "110000"))
 
 
 def main():
     seed = int(os.environ.get("METERD_TEST_SEED", str(int(time.time()) % 100000)))
     log("seed=%d events=%d (replay with METERD_TEST_SEED=%d)" % (seed, EVENTS, seed))
-    s = Stream(seed=seed, events=EVENTS, orgs=120)
-    applied = sum(r[0] for r in s.expected_rows.values())
-    log("stream: %d messages, %d applied, %d repeated ids, %d poison" %
-        (len(s.messages), applied, s.duplicates, len(s.poison)))
-    assert applied >= 100000 and len(s.poison) >= EVENTS // 100 * 0.8
+    s = Stream(seed=seed, events=EVENTS, orgs=120, other_pct=1.0)
+    llm = sum(r[0] for r in s.expected_rows.values())
+    applied = len(s.applied_ids)
+    log("stream: %d messages, %d llm.call applied, %d other types, %d repeated ids, %d poison" %
+        (len(s.messages), llm, applied - llm, s.duplicates, len(s.poison)))
+    assert llm >= 100000 and len(s.poison) >= EVENTS // 100 * 0.8
 
     with Lab("ingest", partitions=16) as lab:
         t = time.time()
@@ -88,6 +89,13 @@ def main():
 
         rc = d.stop()
         assert rc == 0, "daemon exit status %r" % rc
+        by_type = {}
+        for x in d.log_lines():
+            if x.get("msg") == "applied by type":
+                by_type = x
+        for t, n in s.other_counts.items():
+            assert by_type.get(t) == n, "%s: counted %r, published %d" % (t, by_type.get(t), n)
+        assert by_type.get("llm.call") == llm, by_type
         lines = d.log_lines()
         stats = [x for x in lines if x.get("msg") == "stats"][-1]
         assert stats["applied"] == applied, stats

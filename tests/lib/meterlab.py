@@ -173,7 +173,8 @@ class Daemon:
                 "--meter.prices_file=" + PRICES,
                 "--meter.instance_id=" + self.name,
                 "--meter.flush_interval_ms=100",
-                "--meter.stats_interval_ms=2000"] + self.extra
+                "--meter.stats_interval_ms=2000"] + self.extra + \
+            os.environ.get("METERD_TEST_DAEMON_ARGS", "").split()
 
     def start(self):
         self.starts += 1

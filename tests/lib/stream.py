@@ -59,8 +59,12 @@ class Stream:
                     "unknown_type", "bad_version", "not_map", "bad_utf8", "negative",
                     "key_mismatch", "garbage", "huge_str_header", "deep_nesting"]
 
+    OTHER_TYPES = ["workflow.started", "workflow.finished", "agent.requested", "agent.finished",
+                   "agent.cancelled", "api.call", "storage.report", "subscription.changed",
+                   "subscription.cancelled", "credits.added", "pack.purchased", "budget.set"]
+
     def __init__(self, seed, events, orgs, repeat_pct=5.0, poison_pct=1.0, hours=48,
-                 unknown_model_pct=2.0):
+                 unknown_model_pct=2.0, other_pct=0.0):
         self.seed = seed
         self.rng = random.Random(seed)
         self.prices = load_prices()
@@ -73,8 +77,8 @@ class Stream:
         self.expected_rows = {}
         self.applied_ids = set()
         self.duplicates = 0
-        self._n = 0
-        self._gen(events, repeat_pct, poison_pct, hours, unknown_model_pct)
+        self.other_counts = {}
+        self._gen(events, repeat_pct, poison_pct, hours, unknown_model_pct, other_pct)
 
     def _uuid(self):
         return "%08x-%04x-4%03x-%04x-%012x" % (
@@ -105,6 +109,34 @@ class Stream:
             ev["run"] = "run-%d" % r.randint(1, 10**6)
         if r.random() < 0.05:
             ev["extra_field_from_the_future"] = [1, 2, {"x": "y"}]
+        return ev
+
+    def _other(self, org, hours):
+        """A valid event of a type whose effect comes in later issues: applied, no cost."""
+        r = self.rng
+        t = self.OTHER_TYPES[sum(self.other_counts.values()) % len(self.OTHER_TYPES)]
+        ev = {"v": 1, "id": self._uuid(), "type": t, "org": org,
+              "ts": BASE_TS + r.randrange(hours * HOUR_MS)}
+        proj = r.choice(self.projects[org])
+        fields = {
+            "workflow.started": {"project": proj, "workflow": "wf-%d" % r.randint(1, 999),
+                                 "complexity": r.choice(["small", "medium", "large"])},
+            "workflow.finished": {"workflow": "wf-%d" % r.randint(1, 999),
+                                  "status": r.choice(["succeeded", "failed", "cancelled"])},
+            "agent.requested": {"project": proj, "run": "run-%d" % r.randint(1, 999)},
+            "agent.finished": {"run": "run-%d" % r.randint(1, 999)},
+            "agent.cancelled": {"run": "run-%d" % r.randint(1, 999)},
+            "api.call": {"integration": "github", "count": r.randint(1, 5)},
+            "storage.report": {"bytes": r.randint(0, 10**10)},
+            "subscription.changed": {"tier": r.choice(["pro", "team", "payg"])},
+            "subscription.cancelled": {},
+            "credits.added": {"amount_micros": r.randint(1, 10**8)},
+            "pack.purchased": {"workflows": r.choice([10, 50])},
+            "budget.set": {"monthly_limit_micros": r.randint(0, 10**9),
+                           "thresholds": [50, 80, 100]},
+        }[t]
+        ev.update(fields)
+        self.other_counts[t] = self.other_counts.get(t, 0) + 1
         return ev
 
     def _account(self, ev):
@@ -167,7 +199,7 @@ class Stream:
         # garbage: random bytes, whatever the decoder calls them
         return key, bytes(r.getrandbits(8) for _ in range(r.randint(1, 80))), None
 
-    def _gen(self, events, repeat_pct, poison_pct, hours, unknown_model_pct):
+    def _gen(self, events, repeat_pct, poison_pct, hours, unknown_model_pct, other_pct):
         r = self.rng
         sent = []  # applied events, for repeats
         total = events
@@ -178,9 +210,15 @@ class Stream:
                 k, v, names = self._poison(kind, hours, unknown_model_pct)
                 self.messages.append((k, v))
                 self.poison.append((v, names))
-            elif x < poison_pct + repeat_pct and sent:
+            elif x < poison_pct + other_pct:
+                ev = self._other(r.choice(self.orgs), hours)
+                self.messages.append((ev["org"].encode(), pack(ev)))
+                sent.append(ev)
+                self.applied_ids.add((ev["org"], ev["id"]))
+            elif x < poison_pct + other_pct + repeat_pct and sent:
                 ev = dict(r.choice(sent))
-                if r.random() < 0.2:  # same id, different content: the first one counts
+                if r.random() < 0.2 and ev["type"] == "llm.call":
+                    # same id, different content: the first one counts
                     ev["input_tokens"] = r.randint(0, 200000)
                 self.messages.append((ev["org"].encode(), pack(ev)))
                 self.duplicates += 1

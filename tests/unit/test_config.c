@@ -731,8 +731,7 @@ static void test_dsn_uri_password(void **state)
     c = load_ok(NULL, L("--postgres.dsn=dbname=password_reset"), NULL);
     config_free(c);
     /* What libpq cannot parse is refused at start, naming the key. */
-    load_err("--postgres.dsn=host", NULL, L("--postgres.dsn=host"), NULL, L("postgres.dsn"),
-             NULL);
+    load_err("--postgres.dsn=host", NULL, L("--postgres.dsn=host"), NULL, L("postgres.dsn"), NULL);
 }
 
 /* ---- pass-through properties -------------------------------------------------------------- */
