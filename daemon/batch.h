@@ -16,7 +16,7 @@
 
 /* Target tables, in the order a flush writes them (see store.c for each table's COPY). */
 typedef enum {
-    BATCH_APPLIED = 0, /* applied_events: checkpoint_id, id_hash, event_ts */
+    BATCH_APPLIED = 0, /* applied_event_ids: one row, the identities of the batch's events */
     BATCH_COST,        /* cost_records deltas, merged by key */
     BATCH_NTABLES
 } batch_table_t;

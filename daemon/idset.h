@@ -23,7 +23,7 @@ typedef struct idset idset_t;
 /* The identity of event `id` of organization `org`. */
 idhash_t idset_hash(const char *org, size_t org_len, const char *id, size_t id_len);
 
-/* 16 bytes, big-endian hi then lo: the uuid stored in applied_events.id_hash. */
+/* 16 bytes, big-endian hi then lo: how an identity is stored in applied_event_ids.ids. */
 void idhash_to_bytes(idhash_t h, uint8_t out[16]);
 idhash_t idhash_from_bytes(const uint8_t in[16]);
 

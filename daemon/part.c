@@ -1,9 +1,10 @@
 /*
  * part — per-partition state and the application of one event. See part.h.
  *
- * DESIGN: applying an event writes its identity row straight into the pending batch's COPY
- * buffer (42 bytes, no second pass), and adds its cost to an aggregate that is encoded once at
- * seal time, so a flush does no per-event work. Only llm.call has effects in this version;
+ * DESIGN: applying an event appends its 16-byte identity to the pending identities and adds its
+ * cost to an aggregate; both are encoded once at seal time — the identities as one
+ * applied_event_ids row, the aggregates as one cost row each — so a flush does no per-event
+ * work, in meterd or in PostgreSQL. Only llm.call has effects in this version;
  * every other valid type is recorded as applied (its identity is kept) so that the ledger that
  * will give it effects can rely on the same exactly-once rules.
  */
@@ -27,6 +28,8 @@ struct part {
     idset_t *ids;
     batch_t *pending; /* NULL until the first message after a seal */
     costagg_t *agg;
+    pgcopy_t new_ids; /* identities applied since the last seal, 16 bytes each */
+    int64_t min_ts, max_ts;
 };
 
 part_t *part_new(int32_t partition, int32_t checkpoint_id, int64_t next_offset, int64_t epoch)
@@ -42,6 +45,7 @@ part_t *part_new(int32_t partition, int32_t checkpoint_id, int64_t next_offset, 
     p->sealed_offset = next_offset;
     p->ids = idset_new(1024);
     p->agg = costagg_new();
+    pgcopy_init(&p->new_ids);
     if (!p->ids || !p->agg) {
         part_free(p);
         return NULL;
@@ -65,6 +69,7 @@ void part_free(part_t *p)
     idset_free(p->ids);
     costagg_free(p->agg);
     part_batch_free(p->pending);
+    pgcopy_close(&p->new_ids);
     free(p);
 }
 
@@ -209,16 +214,14 @@ int part_apply(part_t *p, int64_t offset, const wire_event_t *ev, const pricing_
     *status = PART_APPLIED;
     if (ev->type == WIRE_T_LLM_CALL && apply_llm(p, ev, prices, eff) < 0)
         return -1;
-    batch_t *b = p->pending;
     uint8_t bytes[16];
     idhash_to_bytes(h, bytes);
-    pgcopy_row(&b->rows[BATCH_APPLIED], 3);
-    pgcopy_int4(&b->rows[BATCH_APPLIED], p->checkpoint_id);
-    pgcopy_uuid(&b->rows[BATCH_APPLIED], bytes);
-    pgcopy_int8(&b->rows[BATCH_APPLIED], ev->ts);
-    b->nrows[BATCH_APPLIED]++;
-    b->applied++;
-    return b->rows[BATCH_APPLIED].oom ? -1 : 0;
+    pgcopy_append(&p->new_ids, bytes, sizeof(bytes));
+    if (p->pending->applied++ == 0 || ev->ts < p->min_ts)
+        p->min_ts = ev->ts;
+    if (p->pending->applied == 1 || ev->ts > p->max_ts)
+        p->max_ts = ev->ts;
+    return p->new_ids.oom ? -1 : 0;
 }
 
 /* Encodes the cost aggregates as rows of the cost staging table (see store.c). */
@@ -245,12 +248,30 @@ static void encode_costs(const costagg_t *agg, batch_t *b)
     b->nrows[BATCH_COST] = (int64_t)costagg_count(agg);
 }
 
+/* Encodes the identities applied since the last seal as one applied_event_ids row. */
+static void encode_ids(part_t *p, batch_t *b)
+{
+    if (!b->applied)
+        return;
+    pgcopy_t *r = &b->rows[BATCH_APPLIED];
+    pgcopy_row(r, 6);
+    pgcopy_int4(r, p->checkpoint_id);
+    pgcopy_int8(r, p->next_offset);
+    pgcopy_int4(r, (int32_t)b->applied);
+    pgcopy_int8(r, p->min_ts);
+    pgcopy_int8(r, p->max_ts);
+    pgcopy_bytea(r, p->new_ids.p, p->new_ids.len);
+    b->nrows[BATCH_APPLIED] = 1;
+    pgcopy_reset(&p->new_ids);
+}
+
 batch_t *part_seal(part_t *p, bool *oom)
 {
     *oom = false;
     batch_t *b = p->pending;
     if (!b)
         return NULL;
+    encode_ids(p, b);
     encode_costs(p->agg, b);
     costagg_clear(p->agg);
     for (int t = 0; t < BATCH_NTABLES; t++)

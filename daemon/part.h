@@ -47,7 +47,8 @@ void part_free(part_t *p);
 /* Re-claimed without a gap: the state is reused under the new epoch. */
 void part_set_epoch(part_t *p, int64_t epoch);
 
-/* Adds identities loaded from applied_events (n × 16 bytes). Returns 0, -1 when out of memory. */
+/* Adds identities loaded from applied_event_ids (n × 16 bytes). Returns 0, -1 when out of memory.
+ */
 __attribute__((warn_unused_result)) int part_load_ids(part_t *p, const uint8_t *ids, size_t n);
 
 int32_t part_partition(const part_t *p);

@@ -114,6 +114,12 @@ void pgcopy_text(pgcopy_t *b, const char *s, size_t len)
     pgcopy_append(b, s, len);
 }
 
+void pgcopy_bytea(pgcopy_t *b, const void *p, size_t len)
+{
+    be32(b, (uint32_t)len);
+    pgcopy_append(b, p, len);
+}
+
 void pgcopy_uuid(pgcopy_t *b, const uint8_t bytes[16])
 {
     be32(b, 16);

@@ -40,6 +40,7 @@ void pgcopy_int4(pgcopy_t *b, int32_t v);
 void pgcopy_int8(pgcopy_t *b, int64_t v);
 void pgcopy_bool(pgcopy_t *b, bool v);
 void pgcopy_text(pgcopy_t *b, const char *s, size_t len);
+void pgcopy_bytea(pgcopy_t *b, const void *p, size_t len);
 void pgcopy_uuid(pgcopy_t *b, const uint8_t bytes[16]);
 void pgcopy_timestamptz_ms(pgcopy_t *b, int64_t unix_ms);
 void pgcopy_null(pgcopy_t *b);

@@ -30,9 +30,8 @@
 
 #include "migrations.h"
 
-#define MIGRATION_LOCK_KEY 7384001 /* pg_advisory_lock key that serializes migrations */
-#define COPY_CHUNK         (1 << 20)
-#define IDS_CHUNK          4096
+#define MIGRATION_LOCK_KEY 7384001    /* pg_advisory_lock key that serializes migrations */
+#define COPY_CHUNK         (64 << 10) /* larger pieces make libpq memmove its unsent tail */
 #define BACKOFF_MIN_MS     100
 
 typedef enum { JOB_CLAIM, JOB_LOAD, JOB_FLUSH } job_kind_t;
@@ -112,8 +111,6 @@ struct store {
     int copy_phase; /* 0 header, 1 rows, 2 trailer, 3 end sent */
     pgcopy_t copy_frame;
     bool copy_header_seen;
-    uint8_t ids_buf[IDS_CHUNK * 16];
-    size_t ids_n;
 
     job_t *head, *tail;
     size_t njobs;
@@ -422,15 +419,8 @@ static void copy_in(store_t *s)
     }
 }
 
-static void flush_ids(store_t *s)
-{
-    job_t *j = s->head;
-    if (s->ids_n && j->ids_cb)
-        j->ids_cb(j->arg, j->checkpoint_id, s->ids_buf, s->ids_n);
-    s->ids_n = 0;
-}
-
-/* One COPY OUT row of `COPY (SELECT id_hash ...) TO STDOUT (FORMAT binary)`. */
+/* One COPY OUT row of `COPY (SELECT ids FROM applied_event_ids ...) TO STDOUT (FORMAT binary)`:
+ * int16 field count 1, int32 length, that many bytes of 16-byte identities. */
 static void copy_out_row(store_t *s, const unsigned char *p, int len)
 {
     if (!s->copy_header_seen) {
@@ -453,14 +443,14 @@ static void copy_out_row(store_t *s, const unsigned char *p, int len)
     }
     if (len == 2 && p[0] == 0xff && p[1] == 0xff)
         return; /* trailer */
-    /* int16 nfields = 1, int32 length = 16, 16 bytes */
-    if (len != 22 || p[0] != 0 || p[1] != 1 || p[2] != 0 || p[3] != 0 || p[4] != 0 || p[5] != 16) {
+    uint32_t n =
+        len >= 6 ? (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5] : 0;
+    if (len < 6 || p[0] != 0 || p[1] != 1 || (uint64_t)n + 6 != (uint64_t)len || n % 16 != 0) {
         fail(s, "copy out", "unexpected row shape");
         return;
     }
-    memcpy(s->ids_buf + 16 * s->ids_n, p + 6, 16);
-    if (++s->ids_n == IDS_CHUNK)
-        flush_ids(s);
+    job_t *j = s->head;
+    j->ids_cb(j->arg, j->checkpoint_id, p + 6, n / 16);
 }
 
 static void copy_out(store_t *s)
@@ -480,7 +470,6 @@ static void copy_out(store_t *s)
             return;
         }
         if (n == -1) {
-            flush_ids(s);
             s->io = IO_READING;
             return;
         }
@@ -549,7 +538,6 @@ static void drive(store_t *s)
                 s->io = IO_COPY_IN;
             } else if (st == PGRES_COPY_OUT) {
                 s->copy_header_seen = false;
-                s->ids_n = 0;
                 s->io = IO_COPY_OUT;
             } else if (s->on_res) {
                 s->on_res(s, r);
@@ -627,8 +615,9 @@ static void migrate_next(store_t *s)
 }
 
 static const char staging_sql[] =
-    "CREATE TEMP TABLE cost_staging (org_id text NOT NULL, project_id text NOT NULL,"
-    " provider text NOT NULL, model text NOT NULL, hour timestamptz NOT NULL,"
+    "CREATE TEMP TABLE cost_staging (org_id text COLLATE \"C\" NOT NULL,"
+    " project_id text COLLATE \"C\" NOT NULL, provider text COLLATE \"C\" NOT NULL,"
+    " model text COLLATE \"C\" NOT NULL, hour timestamptz NOT NULL,"
     " billable boolean NOT NULL, calls bigint NOT NULL, input_tokens bigint NOT NULL,"
     " output_tokens bigint NOT NULL, cache_read_tokens bigint NOT NULL,"
     " cache_write_tokens bigint NOT NULL, cost_nanos bigint NOT NULL,"
@@ -805,10 +794,10 @@ static void run_claim(store_t *s, job_t *j)
 
 static void run_load(store_t *s, job_t *j)
 {
-    char sql[160];
+    char sql[192];
     snprintf(sql, sizeof(sql),
-             "COPY (SELECT id_hash FROM applied_events WHERE checkpoint_id = %d)"
-             " TO STDOUT (FORMAT binary)",
+             "COPY (SELECT ids FROM applied_event_ids WHERE checkpoint_id = %d"
+             " ORDER BY end_offset) TO STDOUT (FORMAT binary)",
              (int)j->checkpoint_id);
     j->step = 1;
     send_sql(s, sql, expect_ok, job_complete);
@@ -1000,8 +989,8 @@ static void flush_step(store_t *s)
             return;
         }
         start_copy(s, BATCH_APPLIED,
-                   "COPY applied_events (checkpoint_id, id_hash, event_ts) FROM STDIN"
-                   " (FORMAT binary)");
+                   "COPY applied_event_ids (checkpoint_id, end_offset, n, min_ts, max_ts, ids)"
+                   " FROM STDIN (FORMAT binary)");
         return;
     case 4:
         if (live_rows(j, BATCH_COST) == 0) {

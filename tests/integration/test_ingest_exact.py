@@ -12,7 +12,7 @@ bytes). The real daemon consumes them into a real PostgreSQL. Then:
   - per-organization cost sums equal the independent ones (queried with psql);
   - the dead-letter topic holds exactly the poison messages — same bytes, same count — each
     with headers naming an acceptable error and its source partition and offset;
-  - every distinct event id is recorded once in applied_events;
+  - every distinct event id is recorded once in applied_event_ids;
   - the daemon stops cleanly on SIGTERM (exit 0).
 
 Seed: METERD_TEST_SEED (printed).
@@ -62,7 +62,11 @@ def main():
         assert by_org == want, "per-organization sums differ"
         log("per-organization sums equal for %d organizations" % len(want))
 
-        n_applied = int(lab.pg.scalar("SELECT count(*) FROM applied_events"))
+        n_applied = int(lab.pg.scalar("SELECT sum(n) FROM applied_event_ids"))
+        distinct = int(lab.pg.scalar(
+            "SELECT count(DISTINCT substr(ids, 16 * i + 1, 16)) FROM applied_event_ids,"
+            " generate_series(0, n - 1) AS i"))
+        assert distinct == n_applied, (distinct, n_applied)
         assert n_applied == len(s.applied_ids), (n_applied, len(s.applied_ids))
 
         dlq = read_topic(lab.broker.bootstrap, "usage.dlq")

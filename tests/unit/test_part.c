@@ -3,8 +3,9 @@
  *
  * Events are wire_event_t values built by hand from string views (no msgpack). Sealed batches
  * are checked by decoding their binary COPY rows with a small reader written here, so each
- * assertion is about the bytes the store will send to PostgreSQL: applied_events rows
- * (checkpoint_id, id_hash uuid, event_ts) and cost_staging rows (13 fields). Expected costs are
+ * assertion is about the bytes the store will send to PostgreSQL: the applied_event_ids row
+ * (checkpoint_id, end_offset, n, min_ts, max_ts, the identities as one bytea) and
+ * cost_staging rows (13 fields). Expected costs are
  * worked out by hand in comments and cross-checked with pricing_cost_nanos.
  */
 #include <setjmp.h>
@@ -189,14 +190,6 @@ static void rd_text(reader_t *r, const char *want)
     r->p += n;
 }
 
-static void rd_uuid(reader_t *r, uint8_t out[16])
-{
-    assert_int_equal(rd_be(r, 4), 16);
-    assert_true(r->end - r->p >= 16);
-    memcpy(out, r->p, 16);
-    r->p += 16;
-}
-
 /* A timestamptz field, converted back to Unix ms. */
 static int64_t rd_ts_ms(reader_t *r)
 {
@@ -205,17 +198,29 @@ static int64_t rd_ts_ms(reader_t *r)
     return us / 1000 + PG_EPOCH_MS;
 }
 
-/* One applied_events row: (checkpoint_id, hash of (org, id), ts). */
-static void rd_applied(reader_t *r, int32_t checkpoint_id, const char *org, const char *id,
-                       int64_t ts)
+/* The applied_event_ids row of a batch, up to its identities: the reader is left at the first
+ * of the n 16-byte identities. */
+static void rd_ids_row(reader_t *r, int32_t checkpoint_id, int64_t end_offset, int32_t n,
+                       int64_t min_ts, int64_t max_ts)
 {
-    rd_row(r, 3);
+    rd_row(r, 6);
     assert_int_equal(rd_int4(r), checkpoint_id);
-    uint8_t got[16], want[16];
-    rd_uuid(r, got);
+    assert_int_equal(rd_int8(r), end_offset);
+    assert_int_equal(rd_int4(r), n);
+    assert_int_equal(rd_int8(r), min_ts);
+    assert_int_equal(rd_int8(r), max_ts);
+    assert_int_equal(rd_be(r, 4), 16 * (uint64_t)n);
+    assert_true(r->end - r->p >= 16 * n);
+}
+
+/* The next identity: the hash of (org, id). */
+static void rd_applied(reader_t *r, const char *org, const char *id)
+{
+    uint8_t want[16];
     idhash_to_bytes(idset_hash(org, strlen(org), id, strlen(id)), want);
-    assert_memory_equal(got, want, 16);
-    assert_int_equal(rd_int8(r), ts);
+    assert_true(r->end - r->p >= 16);
+    assert_memory_equal(r->p, want, 16);
+    r->p += 16;
 }
 
 typedef struct {
@@ -338,7 +343,7 @@ static void test_apply_duplicate_stale(void **state)
     batch_t *b = seal_ok(p);
     assert_int_equal(b->messages, 5);
     assert_int_equal(b->applied, 2);
-    assert_int_equal(b->nrows[BATCH_APPLIED], 2);
+    assert_int_equal(b->nrows[BATCH_APPLIED], 1);
     assert_int_equal(b->expected_offset, -1);
     assert_int_equal(b->new_offset, 8);
     /* The duplicate's tokens are not counted. gpt-4o: 1000 × 2.5 + 500 × 10 = 7500 µUSD·M
@@ -350,8 +355,9 @@ static void test_apply_duplicate_stale(void **state)
     assert_int_equal(rows[0].cost, cost_of("openai", "gpt-4o", 1000, 500, 0, 0));
     assert_cost_rows(b, rows, N_ELEMS(rows));
     reader_t r = reader(&b->rows[BATCH_APPLIED]);
-    rd_applied(&r, 9, "acme", "e1", 1700000000000LL);
-    rd_applied(&r, 9, "beta", "e1", 1700000000000LL);
+    rd_ids_row(&r, 9, 8, 2, 1700000000000LL, 1700000000000LL);
+    rd_applied(&r, "acme", "e1");
+    rd_applied(&r, "beta", "e1");
     assert_ptr_equal(r.p, r.end);
     part_batch_free(b);
     part_free(p);
@@ -457,7 +463,7 @@ static void test_seal_contents(void **state)
     assert_int_equal(b->new_offset, 10 + (int64_t)N_ELEMS(evs));
     assert_int_equal(b->messages, N_ELEMS(evs));
     assert_int_equal(b->applied, N_ELEMS(evs) - 1);
-    assert_int_equal(b->nrows[BATCH_APPLIED], N_ELEMS(evs) - 1);
+    assert_int_equal(b->nrows[BATCH_APPLIED], 1);
     assert_false(b->fenced);
 
     /* gpt-4o call 1: 1000×2.5 + 500×10 + 200×1.25 = 2500 + 5000 + 250 = 7750 µUSD → 7,750,000
@@ -485,9 +491,12 @@ static void test_seal_contents(void **state)
     assert_cost_rows(b, rows, N_ELEMS(rows));
 
     reader_t r = reader(&b->rows[BATCH_APPLIED]);
+    /* The duplicate (ts ...004) is not among them; ts run from ...000 to ...008. */
+    rd_ids_row(&r, 42, 10 + (int64_t)N_ELEMS(evs), (int32_t)N_ELEMS(evs) - 1, 1700000000000LL,
+               1700000000008LL);
     for (size_t i = 0; i < N_ELEMS(evs); i++)
         if (evs[i].st == PART_APPLIED)
-            rd_applied(&r, 42, evs[i].e.org, evs[i].e.id, evs[i].e.ts);
+            rd_applied(&r, evs[i].e.org, evs[i].e.id);
     assert_ptr_equal(r.p, r.end);
     part_batch_free(b);
 
@@ -617,7 +626,8 @@ static void test_other_types(void **state)
         assert_int_equal(b->rows[BATCH_COST].len, 0);
         assert_int_equal(b->nrows[BATCH_APPLIED], 1);
         reader_t r = reader(&b->rows[BATCH_APPLIED]);
-        rd_applied(&r, 5, "acme", "evt", 1234);
+        rd_ids_row(&r, 5, b->new_offset, 1, 1234, 1234);
+        rd_applied(&r, "acme", "evt");
         assert_ptr_equal(r.p, r.end);
         part_batch_free(b);
         part_free(p);
