@@ -13,7 +13,11 @@
  * waits the whole fetch.wait.max.ms. --set adds any other librdkafka property.
  *
  * --decode also runs msgpack_unpack on every payload into one reused zone (what meterd's wire
- * decoder does in its second pass), to show the cost of decoding on top of consuming.
+ * decoder does in its second pass), to show the cost of decoding on top of consuming. Beware
+ * librdkafka 2.0.2's fetch stall when comparing: once the consumer queue (which every assigned
+ * partition is forwarded to) holds queued.min.messages (default 100,000), the fetcher backs off
+ * for a hard-coded second, so a consumer slower than the fetcher stalls; with --decode, compare
+ * with --set queued.min.messages=10000000.
  *
  * Every partition must start at offset 0 and deliver contiguous offsets: a gap or a later start
  * means the mock broker dropped data (it keeps only 5 MiB per partition), which fails the run.
@@ -143,13 +147,12 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : EXIT_USAGE;
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    int bad = set(conf, "bootstrap.servers", o.brokers) ||
-              set(conf, "client.id", "consume_baseline") ||
-              set(conf, "group.id", "meterd-bench-baseline") ||
-              set(conf, "enable.auto.commit", "false") ||
-              set(conf, "enable.auto.offset.store", "false") ||
-              set(conf, "auto.offset.reset", "error") ||
-              set(conf, "enable.partition.eof", "false") || set(conf, "fetch.wait.max.ms", "10");
+    int bad =
+        set(conf, "bootstrap.servers", o.brokers) || set(conf, "client.id", "consume_baseline") ||
+        set(conf, "group.id", "meterd-bench-baseline") ||
+        set(conf, "enable.auto.commit", "false") ||
+        set(conf, "enable.auto.offset.store", "false") || set(conf, "auto.offset.reset", "error") ||
+        set(conf, "enable.partition.eof", "false") || set(conf, "fetch.wait.max.ms", "10");
     for (size_t i = 0; i < o.nsets && !bad; i++)
         bad = set_kv(conf, o.sets[i]);
     if (bad) {
@@ -199,8 +202,9 @@ int main(int argc, char **argv)
     }
     int64_t want = o.messages ? o.messages : total;
     if (want > total) {
-        fprintf(stderr, "consume_baseline: asked for %" PRId64 " messages, the topic has %" PRId64
-                        "\n", want, total);
+        fprintf(stderr,
+                "consume_baseline: asked for %" PRId64 " messages, the topic has %" PRId64 "\n",
+                want, total);
         return 1;
     }
 

@@ -1,15 +1,17 @@
 /*
- * copy_baseline — how fast PostgreSQL takes meterd's per-event rows by COPY on this machine:
- * the ceiling for meterd's PostgreSQL side.
+ * copy_baseline — how fast PostgreSQL takes one narrow identity row per event by COPY on this
+ * machine: the PostgreSQL-side anchor of meterd's benchmark.
  *
  *     copy_baseline --dsn DSN --rows N [--batch B] [--partitions P] [--seed S]
  *                   [--schema NAME] [--variants full,pk,heap]
  *
- * meterd writes one row per applied event, into applied_events (checkpoint_id int4, id_hash
- * uuid, event_ts int8, PRIMARY KEY (checkpoint_id, id_hash), checkpoint_id REFERENCES
- * consumer_checkpoints), and advances the partitions' checkpoint rows in the same transaction.
- * This tool does only that: in a scratch schema it creates a checkpoint table with P rows and
- * the applied-events table, then writes N rows in transactions of B rows:
+ * The row is the one meterd wrote per applied event up to commit abc9ea9, into applied_events
+ * (checkpoint_id int4, id_hash uuid, event_ts int8, PRIMARY KEY (checkpoint_id, id_hash),
+ * checkpoint_id REFERENCES consumer_checkpoints), advancing the partitions' checkpoint rows in
+ * the same transaction. (meterd now stores the identities of a flush as one row per partition,
+ * so this is the cost of the simplest exactly-once design, an anchor, not meterd's own work.)
+ * In a scratch schema this tool creates a checkpoint table with P rows and the identity table,
+ * then writes N rows in transactions of B rows:
  *
  *     BEGIN; UPDATE checkpoints (all P rows); COPY applied_events FROM STDIN (FORMAT binary);
  *     COMMIT
@@ -17,7 +19,7 @@
  * The rows of a transaction are grouped by checkpoint id (B / P per partition, as meterd's
  * per-partition batches are); id_hash is 16 seeded random bytes (meterd's is an XXH3-128 hash,
  * just as random for the index). Variants, each on a fresh table:
- *   full  the table exactly as meterd's schema declares it: primary key and foreign key
+ *   full  primary key and foreign key, as meterd's applied_events had them
  *   pk    primary key only (no foreign-key check per row)
  *   heap  no constraint at all: what the index and the foreign key cost, by difference
  *
@@ -298,7 +300,8 @@ int main(int argc, char **argv)
         PQfinish(c);
         return 1;
     }
-    PGresult *r = PQexec(c, "SELECT current_setting('fsync'), current_setting('synchronous_commit')");
+    PGresult *r =
+        PQexec(c, "SELECT current_setting('fsync'), current_setting('synchronous_commit')");
     char fsync[16] = "?", sync[16] = "?";
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
         snprintf(fsync, sizeof(fsync), "%s", PQgetvalue(r, 0, 0));

@@ -72,27 +72,26 @@ typedef struct {
 typedef struct {
     int64_t delivered, failed;
     int32_t npart;
-    int64_t *count;   /* per partition: messages delivered */
-    int64_t *end;     /* per partition: highest delivered offset + 1 */
+    int64_t *count; /* per partition: messages delivered */
+    int64_t *end;   /* per partition: highest delivered offset + 1 */
     char first_error[256];
 } progress_t;
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: prefill --brokers B --events N [--topic T] [--orgs K] [--seed S]\n"
-            "               [--partitions P] [--linger-ms MS] [--batch-bytes BYTES]\n"
-            "               [--span-ms MS]\n"
-            "\n"
-            "Produces N seeded llm.call events (msgpack, key = org) to topic T (default\n"
-            "usage.events) and prints a JSON summary on stdout.\n"
-            "\n"
-            "  --orgs K          organizations (default 10000)\n"
-            "  --seed S          seed of the event stream (default 1)\n"
-            "  --partitions P    fail unless the topic has exactly P partitions\n"
-            "  --linger-ms MS    producer linger.ms (default 50)\n"
-            "  --batch-bytes B   producer batch.size (default 1000000)\n"
-            "  --span-ms MS      event times spread over this span (default 600000)\n");
+    fprintf(out, "usage: prefill --brokers B --events N [--topic T] [--orgs K] [--seed S]\n"
+                 "               [--partitions P] [--linger-ms MS] [--batch-bytes BYTES]\n"
+                 "               [--span-ms MS]\n"
+                 "\n"
+                 "Produces N seeded llm.call events (msgpack, key = org) to topic T (default\n"
+                 "usage.events) and prints a JSON summary on stdout.\n"
+                 "\n"
+                 "  --orgs K          organizations (default 10000)\n"
+                 "  --seed S          seed of the event stream (default 1)\n"
+                 "  --partitions P    fail unless the topic has exactly P partitions\n"
+                 "  --linger-ms MS    producer linger.ms (default 50)\n"
+                 "  --batch-bytes B   producer batch.size (default 1000000)\n"
+                 "  --span-ms MS      event times spread over this span (default 600000)\n");
 }
 
 static int parse_args(int argc, char **argv, options_t *o)
@@ -370,10 +369,10 @@ int main(int argc, char **argv)
         make_event(&o, &rng, i, &sbuf, org);
         bytes += (int64_t)sbuf.size;
         for (;;) {
-            rd_kafka_resp_err_t e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(o.topic), RD_KAFKA_V_KEY(org, strlen(org)),
-                RD_KAFKA_V_VALUE(sbuf.data, sbuf.size), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_END);
+            rd_kafka_resp_err_t e =
+                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(o.topic), RD_KAFKA_V_KEY(org, strlen(org)),
+                                  RD_KAFKA_V_VALUE(sbuf.data, sbuf.size),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
                 break;
             if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -402,8 +401,8 @@ int main(int argc, char **argv)
         status = 1;
     }
     if (status == 0 && prog.delivered != o.events) {
-        fprintf(stderr, "prefill: %" PRId64 " of %" PRId64 " messages delivered\n",
-                prog.delivered, o.events);
+        fprintf(stderr, "prefill: %" PRId64 " of %" PRId64 " messages delivered\n", prog.delivered,
+                o.events);
         status = 1;
     }
 

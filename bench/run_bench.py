@@ -11,17 +11,21 @@ What it does, on one machine, with real components (tests/lib/meterlab.py):
  2. prefill: produces N seeded llm.call events (default 1,000,000) and checks that the mock kept
     all of them (it keeps only 5 MiB per partition): every low watermark 0, every high watermark
     equal to the count delivered there.
- 3. consume_baseline, R times: raw librdkafka consume of the whole topic, and once with msgpack
-    decoding (the Kafka-side ceiling).
- 4. copy_baseline, R times: N applied_events-shaped rows by binary COPY in transactions of
-    50,000 rows that also advance 64 checkpoint rows (the PostgreSQL-side ceiling), on meterd's
-    exact table (primary and foreign key), with the primary key only, and on a bare heap.
+ 3. consume_baseline, R times: raw librdkafka consume of the whole topic with meterd's consumer
+    settings (the Kafka-side ceiling); then once with msgpack decoding of every event, with
+    meterd's settings and with a deep local queue (queued.min.messages 10M), which shows
+    librdkafka 2.0.2's 1 s fetch stall whenever 100,000 messages wait in the consumer queue.
+ 4. copy_baseline, R times: N rows of one narrow identity row per event (the applied_events table
+    meterd had up to abc9ea9) by binary COPY in transactions of 50,000 rows that also advance 64
+    checkpoint rows (the PostgreSQL-side anchor), with primary and foreign key, with the primary
+    key only, and on a bare heap.
  5. End to end, R times, each against a fresh database and consumer group: starts meterd with
     its default settings (apart from fetch.wait.max.ms 10, which the mock broker needs) and
     times from its first "partition ready" log line (all partitions claimed in PostgreSQL and
     assigned from offset 0) until every partition's checkpoint in consumer_checkpoints equals
     the prefill's end offset. Then it checks that nothing was lost or doubled: sum(calls) in
-    cost_records and count(*) of applied_events both equal N, and meterd's stats report no
+    cost_records and the identities recorded (rows of applied_events, or the n of
+    applied_event_ids) both equal N, and meterd's stats report no
     duplicate and no dead letter. It also records the CPU seconds of every process taking part
     (meterd per thread, the PostgreSQL backend and helpers, the mock broker, this observer, and
     what the rest of the machine used), and the duration of every statement meterd's flushes
@@ -29,6 +33,16 @@ What it does, on one machine, with real components (tests/lib/meterlab.py):
  6. With --profile, one more end-to-end run under `perf record -a -g -e cpu-clock` (system-wide,
     so PostgreSQL and the broker show up next to meterd); its rate is reported apart and never
     counts as a result.
+
+The machine has two cores shared by meterd, librdkafka's threads, the PostgreSQL backend and the
+mock broker, and possibly by other people's work: before each measurement the script waits (up
+to --quiet-wait seconds) for the rest of the machine to go idle, and every end-to-end run
+reports the CPU seconds the rest of the machine used during it.
+
+What-if knobs, for finding where the time goes (never the headline figure): --setup-sql runs
+SQL on each fresh database after `meterd migrate` (e.g. drop an index), --instances K runs K
+meterd instances in one consumer group (K PostgreSQL connections), --daemon-arg passes a flag to
+meterd, --orgs changes the cost-record cardinality.
 
 Results: a JSON file under bench/results/ (gitignored) and a markdown table on stdout. Nothing
 here fails because the machine is slow: performance is measured, never asserted. The run fails
@@ -68,6 +82,8 @@ def parse_args():
     ap.add_argument("--setup-sql", default=None,
                     help="what-if experiments: run `meterd migrate` on each fresh database, then "
                          "this SQL, before meterd starts (e.g. drop an index); never a result")
+    ap.add_argument("--instances", type=int, default=1,
+                    help="meterd instances in one consumer group (scale-out; default 1)")
     ap.add_argument("--no-baselines", action="store_true", help="end to end only")
     ap.add_argument("--quiet-wait", type=float, default=300,
                     help="before each measurement, wait up to this many seconds for the rest of "
@@ -78,6 +94,9 @@ def parse_args():
                     help="one extra end-to-end run under perf record (system-wide)")
     ap.add_argument("--build", default=os.environ.get("METERD_BUILD") or
                     os.path.join(SOURCE, "build"), help="CMake build directory")
+    ap.add_argument("--label", default="", help="free text stored with the results")
+    ap.add_argument("--copy-variants", default="full,pk,heap",
+                    help="tables of the COPY baseline (copy_baseline --variants)")
     ap.add_argument("--out", default=None, help="result JSON path (default bench/results/...)")
     ap.add_argument("--timeout", type=float, default=600, help="per end-to-end run, seconds")
     return ap.parse_args()
@@ -141,7 +160,9 @@ def machine():
         "librdkafka": cmd_out(["pkg-config", "--modversion", "rdkafka"]),
         "msgpack_c": cmd_out(["pkg-config", "--modversion", "msgpack"]),
         "postgresql": cmd_out([meterlab.PG_BIN + "/postgres", "--version"]),
-        "meterd_commit": git + ("+uncommitted daemon changes" if dirty else ""),
+        "source_commit": git + ("+uncommitted daemon changes" if dirty else ""),
+        "meterd_binary": os.path.join(meterlab.BUILD, "meterd"),
+        "meterd_sha256": cmd_out(["sha256sum", os.path.join(meterlab.BUILD, "meterd")])[:16],
         "loadavg_before": read_text("/proc/loadavg").split()[:3],
     }
 
@@ -203,10 +224,12 @@ def machine_busy():
 
 
 class CpuSnapshot:
-    def __init__(self, pg, daemon_pid, broker_pid, observer_pids, pg_backend_pid):
+    def __init__(self, pg, daemon_pids, broker_pid, observer_pids, pg_backend_pids):
         self.t = time.time()
         self.machine = machine_busy()
-        self.daemon = threads(daemon_pid)
+        self.daemon = {}
+        for pid in daemon_pids:
+            self.daemon.update(threads(pid))
         self.broker = sum(c for _, c in threads(broker_pid).values())
         self.observer = sum((proc_stat(p) or ("", 0))[1] for p in observer_pids)
         self.pg = {}
@@ -214,7 +237,7 @@ class CpuSnapshot:
             st = proc_stat(pid)
             if st:
                 self.pg[pid] = (title, st[1])
-        self.pg_backend_pid = pg_backend_pid
+        self.pg_backend_pids = set(pg_backend_pids)
 
 
 def cpu_delta(a, b):
@@ -230,7 +253,7 @@ def cpu_delta(a, b):
     pg_backend = pg_other = 0.0
     for pid, (title, cpu) in b.pg.items():
         used = cpu - a.pg.get(pid, (title, 0.0))[1]
-        if pid == b.pg_backend_pid:
+        if pid in b.pg_backend_pids:
             pg_backend += used
         else:
             pg_other += used
@@ -285,21 +308,22 @@ class Psql:
 STMT_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (\S+) \[(\d+)\] LOG:  "
                      r"duration: ([0-9.]+) ms  (statement|parse|bind|execute)[^:]*: (.*)")
 CLASSES = [("BEGIN", "begin"), ("UPDATE consumer_checkpoints", "checkpoint_update"),
-           ("COPY applied_events", "copy_applied_events"), ("COPY cost_staging", "copy_cost_staging"),
+           ("COPY applied_event", "copy_applied_events"), ("COPY cost_staging", "copy_cost_staging"),
            ("INSERT INTO cost_records", "cost_records_upsert"), ("COMMIT", "commit")]
 
 
-def statement_times(logpath, offset, pid, since):
+def statement_times(logpath, offset, pids, since):
     """Sums the logged statement durations (ms) of one backend by flush step, and measures each
     flush transaction from the start of its BEGIN to the end of its COMMIT (log_line_prefix
     '%m [%p] ' stamps a statement's end, to the millisecond)."""
     sums, counts, flushes = {}, {}, []
-    begin = None
+    begin = {}
     with open(logpath, "rb") as f:
         f.seek(offset)
         for raw in f:
             m = STMT_RE.search(raw.decode(errors="replace"))
-            if not m or int(m.group(3)) != pid:
+            pid = int(m.group(3)) if m else None
+            if pid not in pids:
                 continue
             end = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
             if m.group(2) in ("UTC", "GMT"):
@@ -318,10 +342,10 @@ def statement_times(logpath, offset, pid, since):
             if m.group(5) in ("statement", "execute"):
                 counts[cls] = counts.get(cls, 0) + 1
             if cls == "begin":
-                begin = end - ms / 1000
-            elif cls == "commit" and begin is not None:
-                flushes.append(round((end - begin) * 1000, 1))
-                begin = None
+                begin[pid] = end - ms / 1000
+            elif cls == "commit" and begin.get(pid) is not None:
+                flushes.append(round((end - begin[pid]) * 1000, 1))
+                begin[pid] = None
     steps = {k: {"ms": round(v, 1), "count": counts.get(k, 0)} for k, v in sorted(sums.items())}
     return steps, flushes
 
@@ -364,12 +388,38 @@ def parse_ts(s):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
+class LogTail:
+    """Reads a daemon's JSON log incrementally."""
+
+    def __init__(self, path):
+        self.path, self.pos = path, 0
+
+    def records(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
+            return []
+        self.pos += nl + 1
+        out = []
+        for line in chunk[:nl].splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+
 def e2e_run(lab, name, ends, events, perf_out=None):
     pg = lab.pg
     db = "bench_" + re.sub(r"[^a-z0-9_]", "_", name)
     pg.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
     dsn = pg.createdb(db)
-    # Every statement of meterd's session is logged with its duration: a handful per flush.
+    # Every statement of meterd's sessions is logged with its duration: a handful per flush.
     pg.psql("ALTER DATABASE %s SET log_min_duration_statement = 0" % db, db="postgres")
     if ARGS.setup_sql:
         r = subprocess.run([os.path.join(meterlab.BUILD, "meterd"), "--postgres.dsn=" + dsn,
@@ -381,55 +431,58 @@ def e2e_run(lab, name, ends, events, perf_out=None):
     pglog = os.path.join(pg.dir, "postgres.log")
     pglog_offset = os.path.getsize(pglog)
     quiet = wait_quiet("e2e " + name)
-    d = BenchDaemon(name, lab.broker.bootstrap, dsn, lab.dir, group="bench-" + name,
-                    extra=ARGS.daemon_arg)
-    lab.daemons.append(d)
-    d.start()
+    daemons = []
+    for k in range(ARGS.instances):
+        d = BenchDaemon("%s-%d" % (name, k + 1), lab.broker.bootstrap, dsn, lab.dir,
+                        group="bench-" + name, extra=ARGS.daemon_arg)
+        lab.daemons.append(d)
+        daemons.append(d)
+    for d in daemons:
+        d.start()
+    tails = [LogTail(d.logpath) for d in daemons]
     nparts = len(ends)
     target = sum(ends.values())
 
-    # Wait for every partition to be ready (claimed in PostgreSQL, assigned from offset 0).
-    ready, t_ready = set(), None
-    pos = 0
+    def check_alive(when):
+        for d in daemons:
+            if not d.running():
+                raise RuntimeError("%s exited %s:\n%s" % (d.name, when, d.tail(30)))
+
+    # Wait until every partition is ready (claimed in PostgreSQL, assigned from offset 0) in
+    # some instance. The clock starts at the first "partition ready" line.
+    ready, t_ready, revoked = set(), None, 0
     deadline = time.time() + 120
     while len(ready) < nparts:
-        if not d.running():
-            raise RuntimeError("meterd exited during start-up:\n" + d.tail(30))
+        check_alive("during start-up")
         if time.time() > deadline:
-            raise RuntimeError("meterd did not get its partitions ready:\n" + d.tail(30))
-        with open(d.logpath, "rb") as f:
-            f.seek(pos)
-            chunk = f.read()
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            pos += nl + 1
-            for line in chunk[:nl].splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
+            raise RuntimeError("partitions not ready after 120 s:\n" + daemons[0].tail(30))
+        for t in tails:
+            for rec in t.records():
+                if rec.get("msg") == "partitions revoked":
+                    revoked += 1
+                if rec.get("msg") != "partition ready":
                     continue
-                if rec.get("msg") == "partition ready":
-                    if rec.get("offset", 0) not in (0, -1):
-                        raise RuntimeError("partition %s starts at %s, not 0" %
-                                           (rec.get("partition"), rec.get("offset")))
-                    ready.add(rec["partition"])
-                    if t_ready is None:
-                        t_ready = parse_ts(rec["ts"])
+                if rec.get("offset", 0) not in (0, -1):
+                    raise RuntimeError("partition %s starts at %s, not 0" %
+                                       (rec.get("partition"), rec.get("offset")))
+                ready.add(rec["partition"])
+                ts = parse_ts(rec["ts"])
+                t_ready = ts if t_ready is None else min(t_ready, ts)
         time.sleep(0.005)
     t_seen_ready = time.time()
 
     sess = Psql(pg, db)
-    backend = sess.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'meterd'"
-                         " AND datname = current_database()")
-    backend_pid = int(backend[0][0]) if backend else -1
-    psql_pid = sess.p.pid
-    observer = [os.getpid(), psql_pid]
+    backends = [int(r[0]) for r in sess.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'meterd'"
+        " AND datname = current_database()") or []]
+    observer = [os.getpid(), sess.p.pid]
     perf = None
     if perf_out:
         perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "999",
                                  "-o", perf_out, "--", "sleep", "3600"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    snap0 = CpuSnapshot(pg, d.proc.pid, lab.broker.proc.pid, observer, backend_pid)
+    pids = [d.proc.pid for d in daemons]
+    snap0 = CpuSnapshot(pg, pids, lab.broker.proc.pid, observer, backends)
 
     # Poll the checkpoints until every partition reached its end offset.
     timeline = []
@@ -446,45 +499,58 @@ def e2e_run(lab, name, ends, events, perf_out=None):
         if all(got.get(p, 0) >= e for p, e in ends.items()):
             t_done = now
             break
-        if not d.running():
-            raise RuntimeError("meterd exited during the run:\n" + d.tail(30))
+        check_alive("during the run")
         if now > deadline:
             raise RuntimeError("not caught up after %ss: %d of %d" % (ARGS.timeout, done, target))
         time.sleep(0.02)
-    snap1 = CpuSnapshot(pg, d.proc.pid, lab.broker.proc.pid, observer, backend_pid)
+    snap1 = CpuSnapshot(pg, pids, lab.broker.proc.pid, observer, backends)
     if perf:
         perf.send_signal(signal.SIGINT)
         perf.wait(60)
     cpu = cpu_delta(snap0, snap1)
+    for t in tails:
+        revoked += sum(1 for r in t.records() if r.get("msg") == "partitions revoked")
 
     # Nothing lost, nothing doubled.
     over = {p: o for p, o in got.items() if o != ends.get(p)}
     calls = int(sess.query("SELECT coalesce(sum(calls), 0) FROM cost_records")[0][0])
-    applied_rows = int(sess.query("SELECT count(*) FROM applied_events")[0][0])
+    # The identities of applied events: one row per event (applied_events, schema up to
+    # abc9ea9) or one row per flush and partition holding n hashes (applied_event_ids).
+    if sess.query("SELECT to_regclass('applied_event_ids') IS NOT NULL")[0][0] == "t":
+        applied_rows = int(sess.query("SELECT coalesce(sum(n), 0) FROM applied_event_ids")[0][0])
+    else:
+        applied_rows = int(sess.query("SELECT count(*) FROM applied_events")[0][0])
     cost_rows = int(sess.query("SELECT count(*) FROM cost_records")[0][0])
     sess.close()
-    rc = d.stop(60)
-    stats = [r for r in d.log_lines() if r.get("msg") == "stats"]
-    last = stats[-1] if stats else {}
+    rcs = [d.stop(60) for d in daemons]
+    lasts = []
+    for d in daemons:
+        stats = [r for r in d.log_lines() if r.get("msg") == "stats"]
+        lasts.append(stats[-1] if stats else {})
+
+    def total(key):
+        return sum(int(x.get(key) or 0) for x in lasts)
+
     problems = []
     if over:
         problems.append("checkpoints beyond the end offsets: %s" % over)
     if calls != events:
         problems.append("sum(calls) = %d, want %d" % (calls, events))
     if applied_rows != events:
-        problems.append("applied_events rows = %d, want %d" % (applied_rows, events))
-    if last.get("duplicates", 0) or last.get("dead_lettered", 0):
-        problems.append("duplicates %s, dead letters %s" % (last.get("duplicates"),
-                                                             last.get("dead_lettered")))
-    if last.get("applied") != events:
-        problems.append("meterd applied %s, want %d" % (last.get("applied"), events))
-    if rc != 0:
-        problems.append("meterd exited %s after SIGTERM" % rc)
+        problems.append("identities recorded = %d, want %d" % (applied_rows, events))
+    if total("duplicates") or total("dead_lettered"):
+        problems.append("duplicates %d, dead letters %d" % (total("duplicates"),
+                                                            total("dead_lettered")))
+    if total("applied") != events:
+        problems.append("meterd applied %d, want %d" % (total("applied"), events))
+    if any(rc != 0 for rc in rcs):
+        problems.append("meterd exit statuses after SIGTERM: %s" % rcs)
     if problems:
-        raise RuntimeError("end-to-end run %s is invalid: %s\n%s" % (name, "; ".join(problems),
-                                                                      d.tail(20)))
+        raise RuntimeError("end-to-end run %s is invalid: %s\n%s" % (
+            name, "; ".join(problems), daemons[0].tail(20)))
 
     seconds = t_done - t_ready
+
     # Steady state: the slope between 10% and 90% of the events durable.
     def at(frac):
         for t, n in timeline:
@@ -492,31 +558,37 @@ def e2e_run(lab, name, ends, events, perf_out=None):
                 return t, n
         return timeline[-1]
     (t10, n10), (t90, n90) = at(0.1), at(0.9)
-    stmts, flush_ms = statement_times(pglog, pglog_offset, backend_pid, t_ready)
-    nflush = last.get("flushes", 0)
+    stmts, flush_ms = statement_times(pglog, pglog_offset, backends, t_ready)
+    nflush = total("flushes")
     pg_busy_ms = sum(v["ms"] for k, v in stmts.items() if k != "other")
     result = {
         "name": name,
+        "instances": len(daemons),
         "events": events,
         "seconds": round(seconds, 3),
         "rate": round(events / seconds, 1),
         "steady_rate_10_90": round((n90 - n10) / (t90 - t10), 1) if t90 > t10 else None,
         "first_durable_seconds": timeline[1][0] if len(timeline) > 1 else None,
         "ready_detect_lag_seconds": round(t_seen_ready - t_ready, 3),
+        "revocations": revoked,
         "flushes": nflush,
         "events_per_flush": round(events / nflush, 1) if nflush else None,
         "flush_statements_ms": stmts,
         "flush_transaction_ms": flush_ms,
         "quiet": quiet,
-        "pg_statement_busy_share": round(pg_busy_ms / 1000 / seconds, 3),
+        "pg_statement_busy_share": round(pg_busy_ms / 1000 / seconds / len(daemons), 3),
         "cost_records_rows": cost_rows,
+        "identities_recorded": applied_rows,
         "cpu": cpu,
-        "daemon_stats": last,
+        "daemon_stats": lasts,
+        "daemon_pids": pids,
+        "backend_pids": backends,
         "timeline": timeline,
     }
     log("e2e %s: %d events in %.3f s = %.0f events/s (%d flushes)" %
         (name, events, seconds, events / seconds, nflush))
-    lab.daemons.remove(d)
+    for d in daemons:
+        lab.daemons.remove(d)
     pg.psql("DROP DATABASE %s" % db, db="postgres")
     return result
 
@@ -528,43 +600,74 @@ PG_FUNCS = ["CopyFrom", "AfterTriggerEndQuery", "RI_FKey_check", "ExecInsertInde
             "heap_update", "XLogInsert", "XLogFlush", "pg_plan_queries", "CommitTransaction"]
 
 
-def perf_summary(path):
-    """The profile in a few tables: CPU share by thread name over the whole machine; the
-    hottest symbols of meterd's main thread and of PostgreSQL (self time, relative to that
-    command); inclusive time of the PostgreSQL functions that tell the flush steps apart."""
+def perf_samples(path, selector, limit=25):
+    """Self time by leaf symbol, and by (leaf, nearest named caller), from `perf script` for
+    one selection ("--tid", "932" or "--pid", "940,941"). perf script is used rather than perf
+    report because this perf's report drops some samples of a --tid selection; the caller view
+    shows who calls libc's memmove when the caller (libpq) has no frame pointers."""
+    txt = cmd_out(["perf", "script", "-i", path] + list(selector) + ["-F", "ip,sym,dso"])
+    leaf, pair, total = {}, {}, 0
+    for sample in re.split(r"\n\s*\n", txt):
+        frames = []
+        for ln in sample.strip().splitlines():
+            parts = ln.strip().split(None, 1)
+            if len(parts) == 2:
+                sym, _, dso = parts[1].rpartition(" (")
+                frames.append((sym or "?", os.path.basename(dso.rstrip(")"))))
+        if not frames:
+            continue
+        total += 1
+        name = "%s (%s)" % frames[0]
+        leaf[name] = leaf.get(name, 0) + 1
+        caller = next((f[0] for f in frames[1:] if f[0] not in ("[unknown]", "?")), "?")
+        key = "%s <- %s" % (frames[0][0], caller)
+        pair[key] = pair.get(key, 0) + 1
+
+    def top(d):
+        return [[round(100.0 * n / total, 2), k]
+                for k, n in sorted(d.items(), key=lambda kv: -kv[1])[:limit]]
+    return (top(leaf), top(pair)) if total else ([], [])
+
+
+def perf_summary(path, daemon_pids, backend_pids):
+    """The profile in a few tables, restricted to this run's processes by pid (the machine may
+    run other meterd and postgres processes): CPU share by process over the whole machine; the
+    hottest symbols of meterd's main thread, of its librdkafka threads and of its PostgreSQL
+    backend (self time, relative to that selection); inclusive time of the PostgreSQL functions
+    that tell the flush steps apart; who calls the main thread's hottest leaf functions."""
     def report(*extra):
         return cmd_out(["perf", "report", "-i", path, "--stdio", "-g", "none",
                         "--percent-limit", "0.3"] + list(extra))
 
-    def rows(text, limit, col=1):
+    def rows(text, limit):
         out = []
         for line in text.splitlines():
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            m = re.match(r"\s*([0-9.]+)%\s+(?:([0-9.]+)%\s+)?(.*)", line)
+            m = re.match(r"\s*([0-9.]+)%\s+(?:[0-9.]+%\s+)?(.*)", line)
             if m:
-                pct = float(m.group(1)) if col == 1 else float(m.group(2) or 0)
-                out.append([pct, re.sub(r"\s{2,}", "  ", m.group(3).strip())])
+                out.append([float(m.group(1)), re.sub(r"\s{2,}", "  ", m.group(2).strip())])
             if len(out) >= limit:
                 break
         return out
 
-    children = rows(report("--children", "--comms", "postgres", "--percentage", "relative",
+    dpids = ",".join(str(p) for p in daemon_pids)
+    bpids = ",".join(str(p) for p in backend_pids)
+    children = rows(report("--children", "--pid", bpids, "--percentage", "relative",
                            "--sort", "sym", "--percent-limit", "0"), 100000)
-    pg_incl = []
-    for pct, sym in children:
-        name = sym.split("] ", 1)[-1]
-        if name in PG_FUNCS:
-            pg_incl.append([pct, name])
+    pg_incl = [[pct, sym.split("] ", 1)[-1]] for pct, sym in children
+               if sym.split("] ", 1)[-1] in PG_FUNCS]
+    main_self, main_callers = perf_samples(path, ["--tid", str(daemon_pids[0])])
+    pg_self, _ = perf_samples(path, ["--pid", bpids])
     return {
-        "by_command": rows(report("--no-children", "--sort", "comm"), 30),
-        "meterd_main_thread_self": rows(report("--no-children", "--comms", "meterd",
-                                               "--percentage", "relative", "--sort", "dso,sym"), 30),
-        "rdkafka_threads_self": rows(report("--no-children", "--comms", "rdk:main,rdk:broker1",
-                                            "--percentage", "relative", "--sort", "dso,sym"), 15),
-        "postgres_self": rows(report("--no-children", "--comms", "postgres",
-                                     "--percentage", "relative", "--sort", "dso,sym"), 30),
-        "postgres_inclusive": pg_incl,
+        "by_process": rows(report("--no-children", "--sort", "pid"), 20),
+        "meterd_main_thread_self": main_self,
+        "meterd_main_thread_callers": main_callers,
+        "meterd_rdkafka_threads_self": rows(report("--no-children", "--pid", dpids, "--comms",
+                                                   "rdk:main,rdk:broker1", "--percentage",
+                                                   "relative", "--sort", "dso,sym"), 15),
+        "postgres_backend_self": pg_self,
+        "postgres_backend_inclusive": pg_incl,
     }
 
 
@@ -582,10 +685,11 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = ARGS.out or os.path.join(HERE, "results", "bench-%s.json" % stamp)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    res = {"started": stamp, "machine": machine(), "settings": {
+    res = {"started": stamp, "label": ARGS.label, "machine": machine(), "settings": {
         "events": ARGS.events, "orgs": ARGS.orgs, "seed": ARGS.seed,
         "partitions": ARGS.partitions, "runs": ARGS.runs, "copy_batch": ARGS.copy_batch,
-        "prefill_linger_ms": ARGS.linger_ms, "setup_sql": ARGS.setup_sql, "postgres": "fsync=on synchronous_commit=on "
+        "prefill_linger_ms": ARGS.linger_ms, "setup_sql": ARGS.setup_sql,
+        "instances": ARGS.instances, "postgres": "fsync=on synchronous_commit=on "
         "full_page_writes=on shared_buffers=256MB max_wal_size=4GB",
         "meterd_flags": BenchDaemon("x", "B", "D", "/tmp").argv()[1:]}}
     log("machine:", json.dumps(res["machine"]))
@@ -632,7 +736,8 @@ def main():
                 copies.append(run_json([os.path.join(BENCH_BIN, "copy_baseline"), "--dsn", cdsn,
                                         "--rows", str(ARGS.events), "--batch", str(ARGS.copy_batch),
                                         "--partitions", str(ARGS.partitions),
-                                        "--seed", str(ARGS.seed + i)]))
+                                        "--seed", str(ARGS.seed + i),
+                                        "--variants", ARGS.copy_variants]))
                 log("COPY baseline: " + ", ".join("%s %.0f rows/s" % (v["name"], v["rate"])
                                                   for v in copies[-1]["variants"]))
             lab.pg.psql("DROP DATABASE bench_copy", db="postgres")
@@ -653,7 +758,7 @@ def main():
             perf_path = os.path.join(os.path.dirname(out), "perf-%s.data" % stamp)
             prof = e2e_run(lab, "profile", ends, ARGS.events, perf_out=perf_path)
             prof["perf_data"] = perf_path
-            prof["perf"] = perf_summary(perf_path)
+            prof["perf"] = perf_summary(perf_path, prof["daemon_pids"], prof["backend_pids"])
             res["e2e"]["profile_run"] = prof
     res["machine"]["loadavg_after"] = read_text("/proc/loadavg").split()[:3]
 
@@ -694,9 +799,9 @@ def print_table(res):
         print("| same, queued.min.messages=10M (no 1 s fetch stall) | %s msgs/s | %.1f%% |" %
               (fmt_rate(c["decode_deep_queue"]["rate"]),
                100 * r["e2e_over_consume_decode_deep_queue"]))
-        labels = {"full": "PostgreSQL COPY only, meterd's applied_events (PK + FK), median",
-                  "pk": "PostgreSQL COPY only, primary key only, median",
-                  "heap": "PostgreSQL COPY only, no index, median"}
+        labels = {"full": "PostgreSQL COPY only, one row per event, primary + foreign key, median",
+                  "pk": "PostgreSQL COPY only, one row per event, primary key only, median",
+                  "heap": "PostgreSQL COPY only, one row per event, no index, median"}
         for k, v in res["copy_baseline"]["median_rate"].items():
             print("| %s | %s rows/s | %.1f%% |" % (labels.get(k, k), fmt_rate(v),
                                                    100 * r["e2e_over_copy_" + k]))
