@@ -20,39 +20,10 @@
 #include <cmocka.h>
 
 #include "costagg.h"
+#include "testrng.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 #define HOUR_MS    3600000LL
-
-/* ---- seeded randomness ------------------------------------------------------------------ */
-
-static uint64_t rng_state;
-
-/* Seeds the generator from METERD_TEST_SEED, or from the clock, and prints the seed. */
-static void rng_seed(void)
-{
-    unsigned seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
-    const char *env = getenv("METERD_TEST_SEED");
-    if (env && env[0]) {
-        char *end;
-        unsigned long v = strtoul(env, &end, 10);
-        if (*end == '\0')
-            seed = (unsigned)v;
-    }
-    printf("seed=%u\n", seed);
-    fflush(stdout);
-    rng_state = 0x9E3779B97F4A7C15ULL ^ seed;
-    if (rng_state == 0)
-        rng_state = 1;
-}
-
-static uint64_t rng_next(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1DULL;
-}
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 

@@ -5,7 +5,7 @@
  * per type plus overrides (replace a key, delete it, add it twice, add raw msgpack bytes), so
  * that each refusal case is one table row naming the expected code and field. Hostile byte
  * shapes that the packer cannot produce (forged headers, truncation, nesting) are written out
- * as literal bytes. The randomized mutation test prints its seed; WIRE_TEST_SEED=<n> replays it.
+ * as literal bytes. The randomized mutation test prints its seed; METERD_TEST_SEED=<n> replays it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1068,15 +1068,11 @@ static void test_big_event(void **state)
 
 /* ---- randomized mutations --------------------------------------------------------------- */
 
-static uint64_t rng_state;
+#include "testrng.h"
 
 static uint32_t rng(void)
 {
-    /* xorshift64*: fast, and the same sequence everywhere for one seed. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545F4914F6CDD1DULL) >> 32);
+    return (uint32_t)(rng_next() >> 32);
 }
 
 static const uint8_t interesting[] = {0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
@@ -1087,19 +1083,11 @@ static const uint8_t interesting[] = {0x00, 0x01, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 
 static void test_mutation(void **state)
 {
     wire_decoder_t *d = *state;
-    unsigned seed = (unsigned)time(NULL);
-    const char *env = getenv("WIRE_TEST_SEED");
     buf_t base[WIRE_T_COUNT];
     static uint8_t work[1024];
     unsigned long accepted = 0, codes[WIRE_E_COUNT] = {0};
 
-    if (env && *env)
-        seed = (unsigned)strtoul(env, NULL, 10);
-    printf("seed=%u\n", seed);
-    fflush(stdout);
-    rng_state = 0x9E3779B97F4A7C15ULL ^ seed;
-    if (!rng_state)
-        rng_state = 1;
+    rng_seed();
 
     for (int t = 0; t < WIRE_T_COUNT; t++)
         build(valid_events[t], NULL, &base[t]);
