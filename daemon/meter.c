@@ -103,6 +103,7 @@ struct meter {
 
     /* stop */
     bool stopping;
+    bool no_more_flushes; /* fatal: the state may be inconsistent, replay instead */
     bool consumer_closing;
     bool finished;
     int exit_code;
@@ -201,8 +202,12 @@ static void check_backpressure(meter_t *m)
 
 /* ---------- messages ---------- */
 
-static void dead_letter(meter_t *m, const rd_kafka_message_t *msg, int reason, const char *name,
-                        const char *field, const char *detail)
+static void fatal(meter_t *m, const char *what, const char *where);
+
+/* Produces msg unchanged to the dead-letter topic. Returns 0, or -1 when librdkafka refused it
+ * at once: the offset must then not count as consumed. */
+static int dead_letter(meter_t *m, const rd_kafka_message_t *msg, int reason, const char *name,
+                       const char *field, const char *detail)
 {
     char part[16], off[24];
     snprintf(part, sizeof(part), "%" PRId32, msg->partition);
@@ -214,24 +219,27 @@ static void dead_letter(meter_t *m, const rd_kafka_message_t *msg, int reason, c
                               {"source_partition", part},
                               {"source_offset", off}};
     if (producer_send(m->producer, m->cfg->kafka_dlq_topic, msg->key, msg->key_len, msg->payload,
-                      msg->len, h, 6) < 0) {
-        /* librdkafka refused at once (its queue is full): do not consume this offset. The
-         * partition is rewound by the restart policy: stop, so the message is replayed. */
-        LOG_ERROR(m->log, "cannot dead-letter; stopping so the message is replayed",
-                  LI("partition", msg->partition), LI("offset", msg->offset));
-        m->exit_code = 1;
-        meter_stop(m);
-        return;
-    }
+                      msg->len, h, 6) < 0)
+        return -1;
     metric_inc(m->m_dead[reason]);
+    return 0;
+}
+
+/* Stops without flushing another batch: the in-memory state may be inconsistent (out of
+ * memory in the middle of an event) or an event could not be handled. What was already
+ * sealed is consistent and may still commit; everything else is replayed from the checkpoint
+ * on restart. */
+static void fatal(meter_t *m, const char *what, const char *where)
+{
+    LOG_ERROR(m->log, what, LS("where", where));
+    m->exit_code = 1;
+    m->no_more_flushes = true;
+    meter_stop(m);
 }
 
 static void fatal_oom(meter_t *m, const char *where)
 {
-    LOG_ERROR(m->log, "out of memory; stopping (unflushed events are replayed on restart)",
-              LS("where", where));
-    m->exit_code = 1;
-    meter_stop(m);
+    fatal(m, "out of memory; stopping (unflushed events are replayed on restart)", where);
 }
 
 static void on_message(void *arg, const rd_kafka_message_t *msg)
@@ -259,14 +267,17 @@ static void on_message(void *arg, const rd_kafka_message_t *msg)
     wire_error_t werr;
     int rc;
     if (wire_decode(m->decoder, msg->payload, msg->len, &ev, &werr) < 0) {
-        dead_letter(m, msg, werr.code, wire_err_name(werr.code), werr.field, werr.detail);
-        rc = part_skip(p, msg->offset);
+        rc = dead_letter(m, msg, werr.code, wire_err_name(werr.code), werr.field, werr.detail);
+        if (rc == 0)
+            rc = part_skip(p, msg->offset);
     } else if (msg->key_len != ev.org.len || memcmp(msg->key, ev.org.ptr, ev.org.len) != 0) {
         /* All events of an organization must share one partition, or its ordering and its
          * ledger would split between instances. */
-        dead_letter(m, msg, DEAD_KEY_MISMATCH, "key_mismatch", "org",
-                    msg->key_len ? "the message key differs from org" : "the message has no key");
-        rc = part_skip(p, msg->offset);
+        rc = dead_letter(m, msg, DEAD_KEY_MISMATCH, "key_mismatch", "org",
+                         msg->key_len ? "the message key differs from org"
+                                      : "the message has no key");
+        if (rc == 0)
+            rc = part_skip(p, msg->offset);
     } else {
         part_status_t st;
         part_effects_t eff;
@@ -280,7 +291,10 @@ static void on_message(void *arg, const rd_kafka_message_t *msg)
         }
     }
     if (rc < 0) {
-        fatal_oom(m, "apply");
+        /* Out of memory, or a dead letter librdkafka refused (its queue is sized above
+         * meter.max_pending_events, so that means memory too): this message is not consumed. */
+        fatal(m, "cannot apply or dead-letter a message; stopping so that it is replayed",
+              "message");
         return;
     }
     m->uncommitted++;
@@ -368,7 +382,7 @@ static void on_producer_drained(void *arg)
 
 static void flush_start(meter_t *m)
 {
-    if (m->flushing)
+    if (m->flushing || m->no_more_flushes)
         return;
     size_t n = 0;
     for (size_t i = 0; i < m->nslots; i++)
@@ -761,6 +775,8 @@ static void stop_progress(meter_t *m)
             m->slots[i].part && flushable(m->slots[i].state) && part_unsealed(m->slots[i].part) > 0;
     if (m->flushing || m->revoking)
         return;
+    if (m->no_more_flushes)
+        unsealed = false; /* left for replay */
     if (unsealed && store_is_up(m->store)) {
         flush_start(m);
         return;

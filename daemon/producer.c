@@ -190,13 +190,22 @@ producer_t *producer_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metri
         metrics_counter(metrics, "meterd_produce_failures_total",
                         "Permanent delivery failures (each message is produced again).", NULL);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char client_id[256];
+    char client_id[256], queue_max[32];
     snprintf(client_id, sizeof(client_id), "meterd-%s", cfg->instance_id);
+    /* Every unacknowledged message belongs to an input message that is not yet durable, and
+     * those are bounded by meter.max_pending_events: with room for twice as many, producing
+     * can never be refused for a full queue. */
+    int64_t qmax = 2 * cfg->max_pending_events;
+    snprintf(queue_max, sizeof(queue_max), "%lld",
+             (long long)(qmax < 100000     ? 100000
+                         : qmax > 10000000 ? 10000000
+                                           : qmax));
     if (set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, err, errlen) < 0 ||
         set_conf(conf, "client.id", client_id, err, errlen) < 0 ||
         set_conf(conf, "enable.idempotence", "true", err, errlen) < 0 ||
         set_conf(conf, "message.timeout.ms", "0", err, errlen) < 0 ||
         set_conf(conf, "linger.ms", "5", err, errlen) < 0 ||
+        set_conf(conf, "queue.buffering.max.messages", queue_max, err, errlen) < 0 ||
         /* murmur2 on the key, as the Java client and python3-kafka do, so that meterd's
          * outputs land where every other client would put the same org. */
         set_conf(conf, "partitioner", "murmur2_random", err, errlen) < 0 ||

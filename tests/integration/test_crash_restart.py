@@ -19,11 +19,10 @@ Seed: METERD_TEST_SEED (printed); it drives the stream and the kill schedule.
 import os
 import random
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from meterlab import Lab, caught_up, log, producer, publish, read_topic, wait_for  # noqa: E402
+from meterlab import Lab, LivePublisher, caught_up, log, read_topic, wait_for  # noqa: E402
 from stream import Stream, compare_rows, fetch_rows  # noqa: E402
 
 EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "108000"))
@@ -44,17 +43,6 @@ def dump(pg, db):
     }
 
 
-def publisher(bootstrap, messages, done):
-    prod = producer(bootstrap)
-    chunk = 2000
-    pause = PUBLISH_SECONDS / (len(messages) / chunk)
-    for i in range(0, len(messages), chunk):
-        publish(prod, "usage.events", messages[i:i + chunk])
-        time.sleep(pause)
-    prod.close()
-    done.set()
-
-
 def main():
     seed = int(os.environ.get("METERD_TEST_SEED", str(int(time.time()) % 100000)))
     log("seed=%d events=%d kills>=%d (replay with METERD_TEST_SEED=%d)" % (seed, EVENTS, KILLS, seed))
@@ -68,14 +56,14 @@ def main():
         crash_dsn = lab.pg.createdb("crash")
         ref_dsn = lab.pg.createdb("ref")
 
-        done = threading.Event()
-        pub = threading.Thread(target=publisher, args=(lab.broker.bootstrap, s.messages, done))
-        pub.start()
+        chunk = 2000
+        pub = LivePublisher(lab.broker.bootstrap, s.messages, chunk,
+                            PUBLISH_SECONDS / (len(s.messages) / chunk)).start()
 
         d = lab.daemon("crash", dsn=crash_dsn, group="crash",
                        extra=["--kafka.dlq_topic=dlq.crash"])
         kills_consuming = kills_starting = 0
-        while not (done.is_set() and kills_consuming >= KILLS):
+        while not (pub.done.is_set() and kills_consuming >= KILLS):
             d.start()
             ready_before = sum(1 for x in d.log_lines() if x.get("msg") == "partition ready")
             if rng.random() < 0.15:

@@ -100,8 +100,7 @@ def main():
         for t, n in s.other_counts.items():
             assert by_type.get(t) == n, "%s: counted %r, published %d" % (t, by_type.get(t), n)
         assert by_type.get("llm.call") == llm, by_type
-        lines = d.log_lines()
-        stats = [x for x in lines if x.get("msg") == "stats"][-1]
+        stats = d.stats()
         assert stats["applied"] == applied, stats
         assert stats["duplicates"] == s.duplicates, stats
         assert stats["dead_lettered"] == len(s.poison), stats

@@ -12,17 +12,11 @@ Seed: METERD_TEST_SEED (printed).
 """
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from meterlab import Lab, caught_up, log, producer, publish, wait_for  # noqa: E402
+from meterlab import Lab, LivePublisher, caught_up, log, wait_for  # noqa: E402
 from stream import Stream, compare_rows, fetch_rows  # noqa: E402
-
-
-def stats(d):
-    s = [x for x in d.log_lines() if x.get("msg") == "stats"]
-    return s[-1] if s else {}
 
 
 def main():
@@ -34,29 +28,17 @@ def main():
                                    "--meter.flush_max_events=2000",
                                    "--postgres.reconnect_max_ms=1000",
                                    "--meter.stats_interval_ms=500"]).start()
-        ends = {}
-        done = threading.Event()
-
-        def publisher():
-            prod = producer(lab.broker.bootstrap)
-            step = 2000
-            for i in range(0, len(s.messages), step):
-                for p, o in publish(prod, "usage.events", s.messages[i:i + step]).items():
-                    ends[p] = max(ends.get(p, 0), o)
-                time.sleep(0.5)
-            done.set()
-
-        wait_for(lambda: stats(d).get("partitions") == 8, 60, "the daemon to own the partitions")
-        pub = threading.Thread(target=publisher)
-        pub.start()
-        wait_for(lambda: stats(d).get("applied", 0) > 5000, 60, "events to flow")
+        wait_for(lambda: d.stats().get("partitions") == 8, 60, "the daemon to own the partitions")
+        pub = LivePublisher(lab.broker.bootstrap, s.messages, 2000, 0.5).start()
+        ends = pub.ends
+        wait_for(lambda: d.stats().get("applied", 0) > 5000, 60, "events to flow")
         log("stopping PostgreSQL (immediate) mid-stream")
         lab.pg.stop(mode="immediate")
         wait_for(lambda: any(x.get("msg") == "backpressure: consumption paused"
                              for x in d.log_lines()), 60, "backpressure to pause consumption")
-        paused_at = stats(d)["uncommitted"]
+        paused_at = d.stats()["uncommitted"]
         time.sleep(3)
-        held = stats(d)["uncommitted"]
+        held = d.stats()["uncommitted"]
         log("paused with %d uncommitted messages (%d three seconds later)" % (paused_at, held))
         assert held <= 8000 + 2000 * 8, "memory not bounded: %d uncommitted" % held
         assert d.running()

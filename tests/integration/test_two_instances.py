@@ -19,11 +19,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from meterlab import Lab, caught_up, log, producer, publish, wait_for  # noqa: E402
+from meterlab import Lab, LivePublisher, caught_up, log, producer, publish, wait_for  # noqa: E402
 from stream import Stream, compare_rows, fetch_rows  # noqa: E402
 
 EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "60000"))
@@ -35,8 +34,7 @@ def ready_partitions(d):
 
 def owned(d):
     """Partitions the instance consumes now, from its last stats line."""
-    stats = [x for x in d.log_lines() if x.get("msg") == "stats"]
-    return stats[-1]["partitions"] if stats else 0
+    return d.stats().get("partitions", 0)
 
 
 def main():
@@ -50,30 +48,18 @@ def main():
         lab.broker.start()
         # ---- scenario 1: failover while the stream is published live
         dsn1 = lab.pg.createdb("failover")
-        ends = {}
-        done = threading.Event()
-
-        def publisher():
-            prod = producer(lab.broker.bootstrap)
-            n = 20
-            step = (len(s.messages) + n - 1) // n
-            for i in range(0, len(s.messages), step):
-                for p, o in publish(prod, "usage.events", s.messages[i:i + step]).items():
-                    ends[p] = max(ends.get(p, 0), o)
-                time.sleep(1.5)
-            done.set()
-
         a = lab.daemon("a1", dsn=dsn1, group="failover")
         b = lab.daemon("b1", dsn=dsn1, group="failover")
         a.start()
         b.start()
-        pub = threading.Thread(target=publisher)
-        pub.start()
+        pub = LivePublisher(lab.broker.bootstrap, s.messages, (len(s.messages) + 19) // 20,
+                            1.5).start()
+        ends = pub.ends
         wait_for(lambda: owned(a) > 0 and owned(b) > 0 and owned(a) + owned(b) == 16, 90,
                  "A and B to split the partitions")
         time.sleep(3)
         log("A owns %d, B owns %d partitions; SIGKILL A mid-stream" % (owned(a), owned(b)))
-        assert not done.is_set(), "the stream ended before the kill"
+        assert not pub.done.is_set(), "the stream ended before the kill"
         a.kill()
         pub.join()
         wait_for(lambda: caught_up(lab.pg, ends, db="failover"), 120, "B to finish A's partitions")
@@ -114,10 +100,9 @@ def main():
                                        " 'consumer_checkpoints' AND l.mode = 'RowShareLock'",
                                        db="fencing") != "0", 30, "the row locks")
         ends2 = publish(producer(lab.broker.bootstrap), "fencing.events", s.messages)
-        wait_for(lambda: [x for x in a.log_lines() if x.get("msg") == "stats"][-1]["uncommitted"]
-                 > 0, 60, "A to apply events")
+        wait_for(lambda: a.stats().get("uncommitted", 0) > 0, 60, "A to apply events")
         time.sleep(1)  # the next flush timer seals them: A's flush is now waiting on the locks
-        held = [x for x in a.log_lines() if x.get("msg") == "stats"][-1]["uncommitted"]
+        held = a.stats()["uncommitted"]
         log("A holds %d applied messages in a blocked flush; SIGSTOP A, release the locks" % held)
         a.kill(signal.SIGSTOP)
         lock.kill()

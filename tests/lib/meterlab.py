@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SOURCE = os.environ.get("METERD_SOURCE") or os.path.abspath(
@@ -205,6 +206,11 @@ class Daemon:
             self.proc.wait()
             raise AssertionError("%s did not stop within %ss" % (self.name, timeout))
 
+    def stats(self):
+        """The daemon's last "stats" log line (a dict), or {} before the first."""
+        lines = [x for x in self.log_lines() if x.get("msg") == "stats"]
+        return lines[-1] if lines else {}
+
     def log_lines(self):
         import json
         out = []
@@ -245,6 +251,35 @@ def publish(prod, topic, messages):
         md = f.get(timeout=60)
         ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
     return ends
+
+
+class LivePublisher:
+    """Publishes messages in chunks with a pause after each, in a thread, as a live stream.
+    `ends` holds {partition: next offset} of what was published so far; `done` is set at the
+    end."""
+
+    def __init__(self, bootstrap, messages, chunk, pause, topic="usage.events"):
+        self.bootstrap, self.messages, self.chunk, self.pause = bootstrap, messages, chunk, pause
+        self.topic = topic
+        self.ends = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        prod = producer(self.bootstrap)
+        for i in range(0, len(self.messages), self.chunk):
+            for p, o in publish(prod, self.topic, self.messages[i:i + self.chunk]).items():
+                self.ends[p] = max(self.ends.get(p, 0), o)
+            time.sleep(self.pause)
+        prod.close()
+        self.done.set()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def join(self):
+        self.thread.join()
 
 
 def read_topic(bootstrap, topic, ends=None, timeout=60):

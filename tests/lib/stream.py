@@ -9,7 +9,6 @@ rounding).
 
 import configparser
 import random
-import struct
 from decimal import Decimal, ROUND_HALF_UP
 
 import msgpack
