@@ -10,6 +10,7 @@ PostgreSQL refuses to run as root, so when the tests run as root (CI) the cluste
 and started as the `postgres` user through runuser.
 """
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -69,7 +70,34 @@ class Postgres:
                                                        r.stdout.decode(errors="replace")))
         return r
 
+    def _postgres_reaches(self, path):
+        return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", path]).returncode == 0
+
+    def _shadow(self):
+        """When the postgres user cannot reach the cluster's directory (a private home such as
+        /root, or a 0700 temporary directory), or its socket path would pass the 107-byte limit
+        of Unix sockets, the cluster lives in /var/tmp and the directory becomes a symlink."""
+        parent = os.path.dirname(os.path.abspath(self.dir))
+        long_sock = len(os.path.join(self.dir, ".s.PGSQL.%d" % self.port)) > 100
+        if not long_sock and (not self.as_root or self._postgres_reaches(parent)):
+            return
+        digest = hashlib.sha1(os.path.abspath(self.dir).encode()).hexdigest()[:12]
+        shadow = "/var/tmp/meterd-pg-" + digest
+        os.makedirs(shadow, exist_ok=True)
+        os.chmod(shadow, 0o755)
+        if os.path.isdir(self.dir) and not os.path.islink(self.dir) and not os.listdir(self.dir):
+            os.rmdir(self.dir)
+        if not os.path.lexists(self.dir):
+            os.makedirs(parent, exist_ok=True)
+            os.symlink(shadow, self.dir)
+        log("PostgreSQL cluster in %s (symlinked from %s): %s" % (
+            shadow, self.dir, "socket path too long" if long_sock
+            else "the postgres user cannot reach %s" % parent))
+        self.dir = self.sock = shadow
+        self.data = os.path.join(shadow, "data")
+
     def start(self):
+        self._shadow()
         os.makedirs(self.dir, exist_ok=True)
         if self.as_root:
             pw = pwd.getpwnam("postgres")
