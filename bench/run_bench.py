@@ -379,6 +379,7 @@ class BenchDaemon(meterlab.Daemon):
                 "--kafka.fetch_wait_max_ms=10",
                 "--postgres.dsn=" + self.dsn,
                 "--meter.prices_file=" + meterlab.PRICES,
+                "--meter.tiers_file=" + meterlab.TIERS,
                 "--meter.instance_id=" + self.name,
                 "--meter.stats_interval_ms=1000"] + self.extra
 
@@ -423,7 +424,8 @@ def e2e_run(lab, name, ends, events, perf_out=None):
     pg.psql("ALTER DATABASE %s SET log_min_duration_statement = 0" % db, db="postgres")
     if ARGS.setup_sql:
         r = subprocess.run([os.path.join(meterlab.BUILD, "meterd"), "--postgres.dsn=" + dsn,
-                            "--meter.prices_file=" + meterlab.PRICES, "migrate"],
+                            "--meter.prices_file=" + meterlab.PRICES,
+                "--meter.tiers_file=" + meterlab.TIERS, "migrate"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             raise RuntimeError("meterd migrate failed: " + r.stdout.decode(errors="replace"))

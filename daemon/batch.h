@@ -18,6 +18,9 @@
 typedef enum {
     BATCH_APPLIED = 0, /* applied_event_ids: one row, the identities of the batch's events */
     BATCH_COST,        /* cost_records deltas, merged by key */
+    BATCH_STATE,       /* ledger_state: one snapshot per changed organization */
+    BATCH_USAGE,       /* usage_records: one row per changed workflow */
+    BATCH_RUNS,        /* agent_runs: one row per changed run */
     BATCH_NTABLES
 } batch_table_t;
 

@@ -23,6 +23,9 @@
 #ifndef METERD_DEFAULT_PRICES
 #define METERD_DEFAULT_PRICES "/etc/meterd/prices.ini"
 #endif
+#ifndef METERD_DEFAULT_TIERS
+#define METERD_DEFAULT_TIERS "/etc/meterd/tiers.ini"
+#endif
 
 typedef enum { K_STR, K_INT, K_BOOL, K_LEVEL, K_SECRET_FILE } kind_t;
 
@@ -45,6 +48,8 @@ static const key_t_ keys[] = {
      "Topic of usage events, keyed by org."},
     {"kafka.dlq_topic", K_STR, F(kafka_dlq_topic), "usage.dlq", 0, 0,
      "Dead-letter topic: refused events, unchanged, with headers naming the error."},
+    {"kafka.decisions_topic", K_STR, F(kafka_decisions_topic), "meter.decisions", 0, 0,
+     "Topic of admission decisions for the scheduler, keyed by org."},
     {"kafka.session_timeout_ms", K_INT, F(kafka_session_timeout_ms), "10000", 1000, 3600000,
      "Consumer group session timeout; a dead instance's partitions move after this long."},
     {"kafka.fetch_wait_max_ms", K_INT, F(kafka_fetch_wait_max_ms), "100", 1, 10000,
@@ -73,6 +78,8 @@ static const key_t_ keys[] = {
      "Name of this instance in checkpoints and logs; empty means hostname:pid."},
     {"meter.prices_file", K_STR, F(prices_file), METERD_DEFAULT_PRICES, 0, 0,
      "LLM price table (INI, USD per 1M tokens)."},
+    {"meter.tiers_file", K_STR, F(tiers_file), METERD_DEFAULT_TIERS, 0, 0,
+     "Pricing tiers: limits admission enforces and fees billing charges (INI)."},
     {"meter.flush_interval_ms", K_INT, F(flush_interval_ms), "200", 10, 600000,
      "Longest time applied events wait in memory before a flush transaction starts."},
     {"meter.flush_max_events", K_INT, F(flush_max_events), "50000", 1, 10000000,
@@ -462,6 +469,8 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
                     {"kafka.group_id", offsetof(config_t, kafka_group_id)},
                     {"kafka.input_topic", offsetof(config_t, kafka_input_topic)},
                     {"kafka.dlq_topic", offsetof(config_t, kafka_dlq_topic)},
+                    {"kafka.decisions_topic", offsetof(config_t, kafka_decisions_topic)},
+                    {"meter.tiers_file", offsetof(config_t, tiers_file)},
                     {"meter.prices_file", offsetof(config_t, prices_file)}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++) {
         if (!(*(char **)((char *)c + nonempty[i].off))[0]) {
@@ -471,6 +480,10 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
     }
     if (strcmp(c->kafka_input_topic, c->kafka_dlq_topic) == 0) {
         errf(err, errlen, "kafka.dlq_topic: must differ from kafka.input_topic");
+        return -1;
+    }
+    if (strcmp(c->kafka_input_topic, c->kafka_decisions_topic) == 0) {
+        errf(err, errlen, "kafka.decisions_topic: must differ from kafka.input_topic");
         return -1;
     }
     if (c->max_pending_events < c->flush_max_events) {

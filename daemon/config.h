@@ -38,6 +38,7 @@ typedef struct config {
     char *kafka_group_id;
     char *kafka_input_topic;
     char *kafka_dlq_topic;
+    char *kafka_decisions_topic;
     int64_t kafka_session_timeout_ms;
     int64_t kafka_fetch_wait_max_ms;
     char *kafka_sasl_username;
@@ -56,6 +57,7 @@ typedef struct config {
     /* [meter] */
     char *instance_id;
     char *prices_file;
+    char *tiers_file;
     int64_t flush_interval_ms;
     int64_t flush_max_events;
     int64_t max_pending_events;

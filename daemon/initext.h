@@ -10,7 +10,7 @@
  * checked line at a time, tracks line numbers and full section names itself, and stops at the
  * first error, which names its line (and section).
  *
- * Used by config (meterd.ini) and pricing (prices.ini).
+ * Used by config (meterd.ini), pricing (prices.ini) and tiers (tiers.ini).
  */
 #ifndef METERD_INITEXT_H
 #define METERD_INITEXT_H

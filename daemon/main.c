@@ -2,9 +2,9 @@
  * main — the daemon's lifecycle: configuration, the loop, signals, exit status. Nothing else.
  *
  * Builds one `struct daemon` on the stack and passes pointers; there are no mutable globals.
- * The price table is read here (the pricing module is pure and takes text). `migrate` runs the
- * store alone until the schema is current. SIGTERM and SIGINT start the meter's graceful stop;
- * a second one exits at once. SIGHUP reloads the price table.
+ * The price and tier tables are read here (their modules are pure and take text). `migrate` runs
+ * the store alone until the schema is current. SIGTERM and SIGINT start the meter's graceful
+ * stop; a second one exits at once. SIGHUP reloads both tables, or neither.
  */
 #include <errno.h>
 #include <signal.h>
@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "pricing.h"
 #include "store.h"
+#include "tiers.h"
 
 struct daemon {
     uv_loop_t loop;
@@ -32,21 +33,48 @@ struct daemon {
     int stop_requests;
 };
 
-static int load_prices(struct daemon *d, pricing_t **out)
+/* Reads and parses one table file; parse is pricing_parse or tiers_parse. */
+static int load_table(struct daemon *d, const char *what, const char *path,
+                      int (*parse)(const char *, size_t, void **, char *, size_t), void **out)
 {
     char *text, err[512];
     size_t len;
-    if (config_read_file(d->cfg->prices_file, &text, &len) < 0) {
-        LOG_ERROR(d->log, "cannot read the price table", LS("file", d->cfg->prices_file),
+    if (config_read_file(path, &text, &len) < 0) {
+        LOG_ERROR(d->log, "cannot read a table", LS("table", what), LS("file", path),
                   LS("error", strerror(errno)));
         return -1;
     }
-    int rc = pricing_parse(text, len, out, err, sizeof(err));
+    int rc = parse(text, len, out, err, sizeof(err));
     free(text);
     if (rc < 0) {
-        LOG_ERROR(d->log, "invalid price table", LS("file", d->cfg->prices_file), LS("error", err));
+        LOG_ERROR(d->log, "invalid table", LS("table", what), LS("file", path), LS("error", err));
         return -1;
     }
+    return 0;
+}
+
+static int parse_prices(const char *t, size_t n, void **out, char *err, size_t errlen)
+{
+    return pricing_parse(t, n, (pricing_t **)out, err, errlen);
+}
+
+static int parse_tiers(const char *t, size_t n, void **out, char *err, size_t errlen)
+{
+    return tiers_parse(t, n, (tiers_t **)out, err, errlen);
+}
+
+/* Both tables, or neither. */
+static int load_tables(struct daemon *d, pricing_t **prices, tiers_t **tiers)
+{
+    void *p = NULL, *t = NULL;
+    if (load_table(d, "prices", d->cfg->prices_file, parse_prices, &p) < 0)
+        return -1;
+    if (load_table(d, "tiers", d->cfg->tiers_file, parse_tiers, &t) < 0) {
+        pricing_free(p);
+        return -1;
+    }
+    *prices = p;
+    *tiers = t;
     return 0;
 }
 
@@ -70,12 +98,14 @@ static void on_signal(uv_signal_t *h, int signum)
     struct daemon *d = h->data;
     if (signum == SIGHUP) {
         pricing_t *p;
-        if (load_prices(d, &p) == 0) {
-            meter_set_prices(d->meter, p);
-            LOG_INFO(d->log, "price table reloaded", LS("file", d->cfg->prices_file),
-                     LI("models", (long long)pricing_count(p)));
+        tiers_t *t;
+        if (load_tables(d, &p, &t) == 0) {
+            LOG_INFO(d->log, "price and tier tables reloaded", LS("prices", d->cfg->prices_file),
+                     LI("models", (long long)pricing_count(p)), LS("tiers", d->cfg->tiers_file),
+                     LI("tiers_count", (long long)tiers_count(t)));
+            meter_set_tables(d->meter, p, t);
         } else {
-            LOG_ERROR(d->log, "price table reload refused; keeping the current table", LNONE);
+            LOG_ERROR(d->log, "table reload refused; keeping the current tables", LNONE);
         }
         return;
     }
@@ -144,9 +174,10 @@ int main(int argc, char **argv)
         uv_run(&d.loop, UV_RUN_DEFAULT);
     } else {
         pricing_t *prices;
-        if (load_prices(&d, &prices) < 0)
+        tiers_t *tiers;
+        if (load_tables(&d, &prices, &tiers) < 0)
             return 2;
-        d.meter = meter_new(&d.loop, d.cfg, d.log, d.metrics, prices, on_meter_done, &d, err,
+        d.meter = meter_new(&d.loop, d.cfg, d.log, d.metrics, prices, tiers, on_meter_done, &d, err,
                             sizeof(err));
         if (!d.meter) {
             LOG_ERROR(d.log, "cannot start", LS("error", err));

@@ -36,6 +36,12 @@
 
 #define MAX_PARTITIONS 100000
 
+/* Dead-letter reasons beyond the wire's own. */
+#define DEAD_KEY_MISMATCH  WIRE_E_COUNT
+#define DEAD_UNKNOWN_TIER  (WIRE_E_COUNT + 1)
+#define DEAD_UNKNOWN_PROMO (WIRE_E_COUNT + 2)
+#define DEAD_COUNT         (WIRE_E_COUNT + 3)
+
 typedef enum {
     S_NONE = 0,
     S_CLAIMING,
@@ -67,6 +73,8 @@ typedef struct {
 typedef struct {
     assign_t *a;
     int32_t partition;
+    int32_t checkpoint_id;
+    bool state_bad; /* a snapshot did not restore */
 } load_t;
 
 struct meter {
@@ -75,6 +83,7 @@ struct meter {
     log_t *log;
     metrics_t *metrics;
     pricing_t *prices;
+    tiers_t *tiers;
     wire_decoder_t *decoder;
     consumer_t *consumer;
     producer_t *producer;
@@ -113,13 +122,15 @@ struct meter {
     int handles_open;
 
     metric_t *m_events[WIRE_T_COUNT];
-    metric_t *m_dead[WIRE_E_COUNT + 1]; /* + key_mismatch */
+    metric_t *m_dead[DEAD_COUNT];
+    metric_t *m_decisions[WIRE_D_COUNT];
+    metric_t *m_decision_latency;
+    metric_t *m_noops[5]; /* by ledger_note_t */
+    metric_t *m_running, *m_queued, *m_held, *m_orgs;
     metric_t *m_duplicates, *m_redelivered, *m_gaps, *m_unpriced, *m_ignored;
     metric_t *m_flushes, *m_flush_seconds, *m_flush_messages, *m_fenced, *m_pending, *m_paused,
         *m_owned, *m_stuck;
 };
-
-#define DEAD_KEY_MISMATCH WIRE_E_COUNT
 
 static void flush_start(meter_t *m);
 static void on_reclaim_timer(uv_timer_t *t);
@@ -219,7 +230,7 @@ static int dead_letter(meter_t *m, const rd_kafka_message_t *msg, int reason, co
                               {"source_partition", part},
                               {"source_offset", off}};
     if (producer_send(m->producer, m->cfg->kafka_dlq_topic, msg->key, msg->key_len, msg->payload,
-                      msg->len, h, 6) < 0)
+                      msg->len, h, 6, NULL, 0) < 0)
         return -1;
     metric_inc(m->m_dead[reason]);
     return 0;
@@ -242,9 +253,43 @@ static void fatal_oom(meter_t *m, const char *where)
     fatal(m, "out of memory; stopping (unflushed events are replayed on restart)", where);
 }
 
+/* Publishes the decisions one event caused, keyed by org, timed from the event's arrival. */
+static int publish_decisions(meter_t *m, const wire_event_t *ev, const ledger_result_t *res,
+                             uint64_t arrived)
+{
+    static const wire_decision_type_t types[LEDGER_DECISION_KINDS] = {
+        [LEDGER_AGENT_ADMITTED] = WIRE_D_AGENT_ADMITTED,
+        [LEDGER_AGENT_QUEUED] = WIRE_D_AGENT_QUEUED,
+        [LEDGER_WORKFLOW_HELD] = WIRE_D_WORKFLOW_HELD,
+        [LEDGER_WORKFLOW_RELEASED] = WIRE_D_WORKFLOW_RELEASED,
+    };
+    char buf[4096];
+    for (size_t i = 0; i < res->n; i++) {
+        const ledger_decision_t *ld = &res->decisions[i];
+        wire_decision_t d = {
+            .type = types[ld->kind],
+            .org = ev->org,
+            .ts = ev->ts,
+            .cause = ev->id,
+            .project = ld->project,
+            .subject = ld->subject,
+            .waited_ms = ld->waited_ms,
+            .position = ld->position,
+        };
+        int n = wire_encode_decision(&d, buf, sizeof(buf));
+        if (n < 0 ||
+            producer_send(m->producer, m->cfg->kafka_decisions_topic, ev->org.ptr, ev->org.len, buf,
+                          (size_t)n, NULL, 0, m->m_decision_latency, arrived) < 0)
+            return -1;
+        metric_inc(m->m_decisions[d.type]);
+    }
+    return 0;
+}
+
 static void on_message(void *arg, const rd_kafka_message_t *msg)
 {
     meter_t *m = arg;
+    uint64_t arrived = uv_hrtime();
     slot_t *s = slot_get(m, msg->partition, false);
     if (!s || s->state != S_ACTIVE || m->stopping) {
         metric_inc(m->m_ignored);
@@ -281,13 +326,27 @@ static void on_message(void *arg, const rd_kafka_message_t *msg)
     } else {
         part_status_t st;
         part_effects_t eff;
-        rc = part_apply(p, msg->offset, &ev, m->prices, &st, &eff);
+        rc = part_apply(p, msg->offset, &ev, m->prices, m->tiers, &st, &eff);
         if (rc == 0 && st == PART_APPLIED) {
             metric_inc(m->m_events[ev.type]);
             if (eff.unpriced)
                 metric_inc(m->m_unpriced);
+            if (eff.ledger.note != LEDGER_OK)
+                metric_inc(m->m_noops[eff.ledger.note]);
+            rc = publish_decisions(m, &ev, &eff.ledger, arrived);
         } else if (rc == 0 && st == PART_DUPLICATE) {
             metric_inc(m->m_duplicates);
+        } else if (rc == 0 && st == PART_REFUSED) {
+            bool tier = eff.refusal == LEDGER_E_UNKNOWN_TIER;
+            char detail[96];
+            snprintf(detail, sizeof(detail), "%s \"%.*s\" is not in the tier table",
+                     tier ? "tier" : "promo", (int)(tier ? ev.tier.len : ev.promo.len),
+                     tier ? ev.tier.ptr : ev.promo.ptr);
+            rc = dead_letter(m, msg, tier ? DEAD_UNKNOWN_TIER : DEAD_UNKNOWN_PROMO,
+                             tier ? "unknown_tier" : "unknown_promo", tier ? "tier" : "promo",
+                             detail);
+            if (rc == 0)
+                rc = part_skip(p, msg->offset);
         }
     }
     if (rc < 0) {
@@ -479,27 +538,54 @@ static void assign_finish(assign_t *a)
     free(offsets);
 }
 
-static void on_ids(void *arg, int32_t checkpoint_id, const uint8_t *ids, size_t n)
+/* Loading a claimed partition: its applied identities, then its ledger snapshots. */
+static void on_ids(void *arg, const uint8_t *ids, size_t len)
 {
-    (void)checkpoint_id;
     load_t *l = arg;
     slot_t *s = assigned_slot(l->a, l->partition);
-    if (s && s->state == S_LOADING && part_load_ids(s->part, ids, n) < 0)
+    if (ids && s && s->state == S_LOADING && part_load_ids(s->part, ids, len / 16) < 0)
         fatal_oom(l->a->m, "load ids");
 }
 
-static void on_loaded(void *arg)
+static void on_state_row(void *arg, const uint8_t *blob, size_t len)
+{
+    load_t *l = arg;
+    slot_t *s = assigned_slot(l->a, l->partition);
+    if (!s || s->state != S_LOADING)
+        return;
+    if (!blob) { /* the load restarts after a lost connection */
+        part_reset_ledger(s->part);
+        l->state_bad = false;
+        return;
+    }
+    if (part_load_state(s->part, blob, len) < 0)
+        l->state_bad = true;
+}
+
+static void on_state_loaded(void *arg)
 {
     load_t *l = arg;
     assign_t *a = l->a;
     slot_t *s = assigned_slot(a, l->partition);
-    if (s && s->state == S_LOADING)
+    if (s && s->state == S_LOADING && l->state_bad) {
+        /* The database holds a snapshot this binary cannot read: never guess a queue. */
+        LOG_ERROR(a->m->log, "malformed ledger snapshot; stopping", LI("partition", l->partition));
+        fatal(a->m, "cannot restore the ledger of a partition", "load state");
+    } else if (s && s->state == S_LOADING) {
         s->state = S_ACTIVE;
+    }
     free(l);
     a->loads_left--;
     if (a->loads_left == 0)
         assign_finish(a);
     assign_release(a);
+}
+
+static void on_ids_loaded(void *arg)
+{
+    load_t *l = arg;
+    if (store_load_state(l->a->m->store, l->checkpoint_id, on_state_row, on_state_loaded, l) < 0)
+        fatal_oom(l->a->m, "load state"); /* l stays with the (stopping) meter */
 }
 
 static void on_claimed(void *arg, const store_claim_t *claims, size_t n)
@@ -528,10 +614,9 @@ static void on_claimed(void *arg, const store_claim_t *claims, size_t n)
             fatal_oom(m, "claim");
             return;
         }
-        l->a = a;
-        l->partition = c->partition;
+        *l = (load_t){.a = a, .partition = c->partition, .checkpoint_id = c->checkpoint_id};
         a->loads_left++;
-        if (store_load_ids(m->store, c->checkpoint_id, on_ids, on_loaded, l) < 0) {
+        if (store_load_ids(m->store, c->checkpoint_id, on_ids, on_ids_loaded, l) < 0) {
             free(l);
             a->loads_left--;
             fatal_oom(m, "claim");
@@ -715,6 +800,7 @@ static void handle_closed(uv_handle_t *h)
     meter_t *m = h->data;
     if (--m->handles_open == 0) {
         pricing_free(m->prices);
+        tiers_free(m->tiers);
         wire_decoder_free(m->decoder);
         free(m->slots);
         free(m);
@@ -809,24 +895,52 @@ void meter_stop(meter_t *m)
 
 /* ---------- misc ---------- */
 
-void meter_set_prices(meter_t *m, pricing_t *prices)
+void meter_set_tables(meter_t *m, pricing_t *prices, tiers_t *tiers)
 {
     pricing_free(m->prices);
     m->prices = prices;
+    tiers_free(m->tiers);
+    m->tiers = tiers;
+}
+
+/* The ledger gauges, summed over the owned partitions. */
+static void ledger_gauges(meter_t *m)
+{
+    int64_t running = 0, queued = 0, held = 0, orgs = 0;
+    for (size_t i = 0; i < m->nslots; i++) {
+        const part_t *p = m->slots[i].part;
+        if (!p || !flushable(m->slots[i].state))
+            continue;
+        running += (int64_t)ledger_running(part_ledger(p));
+        queued += (int64_t)ledger_queued(part_ledger(p));
+        held += (int64_t)ledger_held(part_ledger(p));
+        orgs += (int64_t)ledger_orgs(part_ledger(p));
+    }
+    metric_set(m->m_running, running);
+    metric_set(m->m_queued, queued);
+    metric_set(m->m_held, held);
+    metric_set(m->m_orgs, orgs);
 }
 
 void meter_log_stats(meter_t *m)
 {
-    int64_t applied = 0, dead = 0;
+    int64_t applied = 0, dead = 0, decisions = 0;
     for (int i = 0; i < WIRE_T_COUNT; i++)
         applied += metric_value(m->m_events[i]);
-    for (int i = 1; i <= WIRE_E_COUNT; i++) /* 0 is WIRE_OK, not a reason */
+    for (int i = 1; i < DEAD_COUNT; i++) /* 0 is WIRE_OK, not a reason */
         dead += metric_value(m->m_dead[i]);
-    LOG_INFO(m->log, "stats", LI("applied", applied),
-             LI("duplicates", metric_value(m->m_duplicates)), LI("dead_lettered", dead),
-             LI("unpriced", metric_value(m->m_unpriced)), LI("flushes", metric_value(m->m_flushes)),
-             LI("uncommitted", m->uncommitted), LI("partitions", (long long)owned_count(m)),
-             LI("paused", m->paused));
+    for (int i = 0; i < WIRE_D_COUNT; i++)
+        decisions += metric_value(m->m_decisions[i]);
+    ledger_gauges(m);
+    LOG_INFO(
+        m->log, "stats", LI("applied", applied), LI("duplicates", metric_value(m->m_duplicates)),
+        LI("dead_lettered", dead), LI("unpriced", metric_value(m->m_unpriced)),
+        LI("flushes", metric_value(m->m_flushes)), LI("uncommitted", m->uncommitted),
+        LI("partitions", (long long)owned_count(m)), LI("paused", m->paused),
+        LI("decisions", decisions), LI("running", metric_value(m->m_running)),
+        LI("queued", metric_value(m->m_queued)), LI("held", metric_value(m->m_held)),
+        LI("decision_p50_us", (long long)(metric_quantile(m->m_decision_latency, 0.5) * 1e6)),
+        LI("decision_p99_us", (long long)(metric_quantile(m->m_decision_latency, 0.99) * 1e6)));
 }
 
 static void on_stats_timer(uv_timer_t *t)
@@ -857,15 +971,55 @@ static int register_metrics(meter_t *m)
         if (!m->m_events[i])
             return -1;
     }
-    for (int i = 1; i <= WIRE_E_COUNT; i++) {
+    for (int i = 1; i < DEAD_COUNT; i++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"",
-                 i == DEAD_KEY_MISMATCH ? "key_mismatch" : wire_err_name((wire_err_t)i));
+                 i == DEAD_KEY_MISMATCH    ? "key_mismatch"
+                 : i == DEAD_UNKNOWN_TIER  ? "unknown_tier"
+                 : i == DEAD_UNKNOWN_PROMO ? "unknown_promo"
+                                           : wire_err_name((wire_err_t)i));
         m->m_dead[i] =
             metrics_counter(r, "meterd_dead_letters_total",
                             "Messages sent to the dead-letter topic, by reason.", labels);
         if (!m->m_dead[i])
             return -1;
     }
+    for (int i = 0; i < WIRE_D_COUNT; i++) {
+        snprintf(labels, sizeof(labels), "type=\"%s\"",
+                 wire_decision_name((wire_decision_type_t)i));
+        m->m_decisions[i] = metrics_counter(r, "meterd_decisions_total",
+                                            "Admission decisions published, by type.", labels);
+        if (!m->m_decisions[i])
+            return -1;
+    }
+    static const char *const notes[5] = {NULL, "known_run", "unknown_run", "known_workflow",
+                                         "unknown_workflow"};
+    for (int i = 1; i < 5; i++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", notes[i]);
+        m->m_noops[i] = metrics_counter(
+            r, "meterd_ledger_noops_total",
+            "Admission events without effect (a run or workflow already open, or not open here).",
+            labels);
+        if (!m->m_noops[i])
+            return -1;
+    }
+    static const double lat[] = {0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01,
+                                 0.015,  0.02,  0.03,  0.05,  0.075, 0.1,   0.15,   0.2,
+                                 0.3,    0.5,   0.75,  1,     2,     5};
+    m->m_decision_latency = metrics_histogram(
+        r, "meterd_decision_latency_seconds",
+        "From the causing event's arrival in meterd to the broker's acknowledgement of the "
+        "decision.",
+        NULL, lat, sizeof(lat) / sizeof(lat[0]));
+    m->m_running =
+        metrics_gauge(r, "meterd_agents_running", "Agent runs admitted and running.", NULL);
+    m->m_queued = metrics_gauge(r, "meterd_agents_queued",
+                                "Agent runs waiting for a concurrent-agent slot.", NULL);
+    m->m_held = metrics_gauge(r, "meterd_workflows_held",
+                              "Workflows held over a Free organization's quota.", NULL);
+    m->m_orgs =
+        metrics_gauge(r, "meterd_organizations", "Organizations in the owned partitions.", NULL);
+    if (!m->m_decision_latency || !m->m_running || !m->m_queued || !m->m_held || !m->m_orgs)
+        return -1;
     static const double secs[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                   0.25,  0.5,    1,     2.5,  5,     10};
     static const double msgs[] = {1, 10, 100, 1000, 5000, 10000, 25000, 50000, 100000, 250000};
@@ -909,14 +1063,17 @@ static int register_metrics(meter_t *m)
 }
 
 meter_t *meter_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metrics_t *metrics,
-                   pricing_t *prices, meter_done_cb done, void *arg, char *err, size_t errlen)
+                   pricing_t *prices, tiers_t *tiers, meter_done_cb done, void *arg, char *err,
+                   size_t errlen)
 {
     meter_t *m = calloc(1, sizeof(*m));
     if (!m) {
         snprintf(err, errlen, "out of memory");
         pricing_free(prices);
+        tiers_free(tiers);
         return NULL;
     }
+    m->tiers = tiers;
     m->loop = loop;
     m->cfg = cfg;
     m->log = log;
@@ -964,6 +1121,7 @@ fail:
     if (m->producer)
         producer_close(m->producer, 0);
     pricing_free(m->prices);
+    tiers_free(m->tiers);
     wire_decoder_free(m->decoder);
     free(m);
     return NULL;

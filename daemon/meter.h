@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pricing.h"
+#include "tiers.h"
 
 typedef struct meter meter_t;
 
@@ -29,18 +30,21 @@ typedef struct meter meter_t;
 typedef void (*meter_done_cb)(void *arg, int exit_code);
 
 /* Builds the meter and starts it (connects to PostgreSQL, joins the consumer group). Takes
- * ownership of prices. cfg, log and metrics are not owned. On error returns NULL and writes a
- * message to err. */
+ * ownership of prices and tiers. cfg, log and metrics are not owned. On error returns NULL and
+ * writes a message to err. */
 meter_t *meter_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metrics_t *metrics,
-                   pricing_t *prices, meter_done_cb done, void *arg, char *err, size_t errlen);
+                   pricing_t *prices, tiers_t *tiers, meter_done_cb done, void *arg, char *err,
+                   size_t errlen);
 
 /* Graceful stop: stop applying, flush, leave the group, deliver outstanding messages, close.
  * done runs when finished; after that the meter's handles are closing and it frees itself
  * when the loop runs them. Calling it twice is harmless. */
 void meter_stop(meter_t *m);
 
-/* Replaces the price table (ownership passes) for events applied from now on. */
-void meter_set_prices(meter_t *m, pricing_t *prices);
+/* Replaces the price and tier tables (ownership passes) for events applied from now on. An
+ * organization keeps its tier by name; one whose tier left the table gets the free tier's
+ * limits until its next subscription event. */
+void meter_set_tables(meter_t *m, pricing_t *prices, tiers_t *tiers);
 
 /* Writes one stats log line now. */
 void meter_log_stats(meter_t *m);

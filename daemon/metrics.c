@@ -145,6 +145,26 @@ int64_t metric_value(const metric_t *x)
     return x->value;
 }
 
+double metric_quantile(const metric_t *x, double q)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i <= x->nbounds; i++)
+        total += x->buckets[i];
+    if (!total || !x->nbounds)
+        return 0;
+    double rank = q * (double)total;
+    uint64_t cum = 0;
+    for (size_t i = 0; i < x->nbounds; i++) {
+        if ((double)(cum + x->buckets[i]) >= rank) {
+            double lo = i ? x->bounds[i - 1] : 0, hi = x->bounds[i];
+            double in = x->buckets[i] ? (rank - (double)cum) / (double)x->buckets[i] : 1;
+            return lo + (hi - lo) * in;
+        }
+        cum += x->buckets[i];
+    }
+    return x->bounds[x->nbounds - 1];
+}
+
 typedef struct {
     char *p;
     size_t len, cap;

@@ -36,6 +36,11 @@ void metric_observe(metric_t *x, double v);
 /* Counter or gauge value; a histogram's count. */
 int64_t metric_value(const metric_t *x);
 
+/* A histogram's q-quantile (0 < q < 1) estimated by linear interpolation inside the bucket
+ * that holds it (as Prometheus' histogram_quantile does); 0 when empty, the largest finite
+ * bound when it falls in +Inf. */
+double metric_quantile(const metric_t *x, double q);
+
 /* Renders every metric in the text exposition format 0.0.4 into a new NUL-terminated buffer
  * (*out, freed by the caller, length *len). Returns 0, or -1 when out of memory. */
 __attribute__((warn_unused_result)) int metrics_render(const metrics_t *m, char **out, size_t *len);

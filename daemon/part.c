@@ -4,14 +4,15 @@
  * DESIGN: applying an event appends its 16-byte identity to the pending identities and adds its
  * cost to an aggregate; both are encoded once at seal time — the identities as one
  * applied_event_ids row, the aggregates as one cost row each — so a flush does no per-event
- * work, in meterd or in PostgreSQL. Only llm.call has effects in this version;
- * every other valid type is recorded as applied (its identity is kept) so that the ledger that
- * will give it effects can rely on the same exactly-once rules.
+ * work, in meterd or in PostgreSQL. Every applied event goes through the ledger (admission);
+ * llm.call also through pricing and the cost aggregates. The ledger is asked first, so that an
+ * event it refuses (a tier the table lacks) changes nothing, not even the identity set.
  */
 #include "part.h"
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "costagg.h"
 
@@ -26,6 +27,7 @@ struct part {
     int64_t sealed_offset;    /* next_offset at the last seal; -1 none */
     int64_t uncommitted;      /* messages since the committed checkpoint */
     idset_t *ids;
+    ledger_t *ledger;
     batch_t *pending; /* NULL until the first message after a seal */
     costagg_t *agg;
     pgcopy_t new_ids; /* identities applied since the last seal, 16 bytes each */
@@ -45,8 +47,9 @@ part_t *part_new(int32_t partition, int32_t checkpoint_id, int64_t next_offset, 
     p->sealed_offset = next_offset;
     p->ids = idset_new(1024);
     p->agg = costagg_new();
+    p->ledger = ledger_new();
     pgcopy_init(&p->new_ids);
-    if (!p->ids || !p->agg) {
+    if (!p->ids || !p->agg || !p->ledger) {
         part_free(p);
         return NULL;
     }
@@ -68,6 +71,7 @@ void part_free(part_t *p)
         return;
     idset_free(p->ids);
     costagg_free(p->agg);
+    ledger_free(p->ledger);
     part_batch_free(p->pending);
     pgcopy_close(&p->new_ids);
     free(p);
@@ -84,6 +88,25 @@ int part_load_ids(part_t *p, const uint8_t *ids, size_t n)
 void part_set_epoch(part_t *p, int64_t epoch)
 {
     p->epoch = epoch;
+}
+
+void part_reset_ledger(part_t *p)
+{
+    ledger_t *fresh = ledger_new();
+    if (!fresh)
+        abort(); /* out of memory: the restart replays */
+    ledger_free(p->ledger);
+    p->ledger = fresh;
+}
+
+int part_load_state(part_t *p, const uint8_t *blob, size_t len)
+{
+    return ledger_restore(p->ledger, blob, len);
+}
+
+const ledger_t *part_ledger(const part_t *p)
+{
+    return p->ledger;
 }
 
 int32_t part_partition(const part_t *p)
@@ -194,23 +217,26 @@ static int apply_llm(part_t *p, const wire_event_t *ev, const pricing_t *prices,
 }
 
 int part_apply(part_t *p, int64_t offset, const wire_event_t *ev, const pricing_t *prices,
-               part_status_t *status, part_effects_t *eff)
+               const tiers_t *tiers, part_status_t *status, part_effects_t *eff)
 {
-    eff->unpriced = false;
+    memset(eff, 0, sizeof(*eff));
     if (part_is_stale(p, offset)) {
         *status = PART_STALE;
         return 0;
     }
     idhash_t h = idset_hash(ev->org.ptr, ev->org.len, ev->id.ptr, ev->id.len);
-    if (consume(p, offset) < 0)
-        return -1;
-    int added = idset_add(p->ids, h);
-    if (added < 0)
-        return -1;
-    if (added == 0) {
+    if (idset_contains(p->ids, h)) {
         *status = PART_DUPLICATE;
+        return consume(p, offset);
+    }
+    int rc = ledger_apply(p->ledger, tiers, ev, &eff->ledger);
+    if (rc < 0) {
+        *status = PART_REFUSED;
+        eff->refusal = rc;
         return 0;
     }
+    if (consume(p, offset) < 0 || idset_add(p->ids, h) < 0)
+        return -1;
     *status = PART_APPLIED;
     if (ev->type == WIRE_T_LLM_CALL && apply_llm(p, ev, prices, eff) < 0)
         return -1;
@@ -274,6 +300,9 @@ batch_t *part_seal(part_t *p, bool *oom)
     encode_ids(p, b);
     encode_costs(p->agg, b);
     costagg_clear(p->agg);
+    ledger_seal(p->ledger, p->checkpoint_id, &b->rows[BATCH_STATE], &b->nrows[BATCH_STATE],
+                &b->rows[BATCH_USAGE], &b->nrows[BATCH_USAGE], &b->rows[BATCH_RUNS],
+                &b->nrows[BATCH_RUNS]);
     for (int t = 0; t < BATCH_NTABLES; t++)
         *oom = *oom || b->rows[t].oom;
     b->partition = p->partition;

@@ -6,7 +6,8 @@
  *   - the offsets: next to consume, and the checkpoint durable in PostgreSQL;
  *   - the claim: the checkpoint row id and the epoch this instance claimed it under;
  *   - the identities of every applied event (idset), loaded at claim and grown by apply;
- *   - the pending batch: applied-event rows and cost aggregates not yet sealed.
+ *   - the ledger of its organizations (admission state), restored at claim;
+ *   - the pending batch: applied identities, cost aggregates and ledger changes not yet sealed.
  *
  * Exactly-once rests on three rules kept here: a message below the next offset is stale and
  * ignored (librdkafka may deliver a message twice, FACTS.md); an event whose identity is known is
@@ -22,7 +23,9 @@
 
 #include "batch.h"
 #include "idset.h"
+#include "ledger.h"
 #include "pricing.h"
+#include "tiers.h"
 #include "wire.h"
 
 typedef struct part part_t;
@@ -31,11 +34,15 @@ typedef enum {
     PART_APPLIED = 0, /* applied: effects recorded */
     PART_DUPLICATE,   /* the organization already had this id: nothing changed */
     PART_STALE,       /* offset below the next offset: a re-delivery, ignored */
+    PART_REFUSED,     /* invalid against the tier table: nothing changed, dead-letter it and
+                         call part_skip */
 } part_status_t;
 
-/* What applying one event did, for the shell's metrics. */
+/* What applying one event did, for the shell: metrics and the decisions to publish. */
 typedef struct {
-    bool unpriced; /* an llm.call whose model is not in the price table */
+    bool unpriced;          /* an llm.call whose model is not in the price table */
+    ledger_result_t ledger; /* decisions (views valid until the next apply on this part) */
+    int refusal;            /* PART_REFUSED: LEDGER_E_UNKNOWN_TIER or LEDGER_E_UNKNOWN_PROMO */
 } part_effects_t;
 
 /* New state for `partition` claimed under (checkpoint_id, epoch) with the stored checkpoint
@@ -46,6 +53,13 @@ void part_free(part_t *p);
 
 /* Re-claimed without a gap: the state is reused under the new epoch. */
 void part_set_epoch(part_t *p, int64_t epoch);
+
+/* Forgets every restored organization (a snapshot load starts over). */
+void part_reset_ledger(part_t *p);
+
+/* Restores one organization's ledger snapshot (a ledger_state row). Returns 0, or -1 when it is
+ * malformed. */
+__attribute__((warn_unused_result)) int part_load_state(part_t *p, const uint8_t *blob, size_t len);
 
 /* Adds identities loaded from applied_event_ids (n × 16 bytes). Returns 0, -1 when out of memory.
  */
@@ -63,6 +77,7 @@ int64_t part_uncommitted(const part_t *p);
 /* Messages consumed since the last seal. */
 int64_t part_unsealed(const part_t *p);
 size_t part_known_ids(const part_t *p);
+const ledger_t *part_ledger(const part_t *p);
 
 /* True when the message at `offset` was already consumed (re-delivery). */
 bool part_is_stale(const part_t *p, int64_t offset);
@@ -72,7 +87,8 @@ bool part_is_stale(const part_t *p, int64_t offset);
  * replayed from the checkpoint). */
 __attribute__((warn_unused_result)) int part_apply(part_t *p, int64_t offset,
                                                    const wire_event_t *ev, const pricing_t *prices,
-                                                   part_status_t *status, part_effects_t *eff);
+                                                   const tiers_t *tiers, part_status_t *status,
+                                                   part_effects_t *eff);
 
 /* Records that the message at `offset` was consumed without effect (dead-lettered). Returns
  * 0, -1 when out of memory. */

@@ -1,7 +1,9 @@
 /*
  * producer — librdkafka producer driven from the loop. See producer.h.
  *
- * DESIGN: each message carries its generation number as the librdkafka opaque. Two counters
+ * DESIGN: each message carries a small heap record as the librdkafka opaque: its generation
+ * and, for timed messages, when its cause arrived and the histogram to observe the delay in
+ * once the broker acknowledges it. Two counters
  * hold the unacknowledged messages of sealed generations and of the open one; a delivery
  * report decrements the right one by comparing its generation with the current one. A failed
  * delivery is re-produced with the same generation from a retry list drained by a one-second
@@ -17,13 +19,20 @@
 
 #define RETRY_MS 1000
 
+/* The per-message opaque. */
+typedef struct {
+    uint64_t gen;
+    uint64_t t0_ns;    /* uv_hrtime() when the cause arrived; 0: not timed */
+    metric_t *latency; /* observed at acknowledgement when timed */
+} out_t;
+
 typedef struct retry {
     struct retry *next;
     char *topic;
     void *key, *payload;
     size_t key_len, len;
     rd_kafka_headers_t *headers;
-    uint64_t gen;
+    out_t *out;
 } retry_t;
 
 struct producer {
@@ -41,6 +50,7 @@ struct producer {
     int64_t sealed_out; /* unacknowledged messages of generations < gen */
     int64_t open_out;   /* unacknowledged messages of generation gen */
     retry_t *retries;
+    rd_kafka_topic_t *warm[2]; /* handles of the output topics, kept to hold their metadata */
     metric_t *m_sent, *m_failed;
 };
 
@@ -71,10 +81,13 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     producer_t *p = opaque;
-    uint64_t gen = (uint64_t)(uintptr_t)m->_private;
+    out_t *out = m->_private;
     if (!m->err) {
         metric_inc(p->m_sent);
-        acked(p, gen);
+        if (out->t0_ns && out->latency)
+            metric_observe(out->latency, (double)(uv_hrtime() - out->t0_ns) / 1e9);
+        acked(p, out->gen);
+        free(out);
         return;
     }
     metric_inc(p->m_failed);
@@ -100,7 +113,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         memcpy(r->payload, m->payload, m->len);
     r->key_len = m->key_len;
     r->len = m->len;
-    r->gen = gen;
+    r->out = out;
     r->next = p->retries;
     p->retries = r;
     if (!uv_is_active((uv_handle_t *)&p->timer))
@@ -108,12 +121,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 }
 
 static int produce(producer_t *p, const char *topic, const void *key, size_t key_len,
-                   const void *payload, size_t len, rd_kafka_headers_t *headers, uint64_t gen)
+                   const void *payload, size_t len, rd_kafka_headers_t *headers, out_t *out)
 {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
         RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)gen), RD_KAFKA_V_END);
+        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(out), RD_KAFKA_V_END);
     if (err) {
         LOG_ERROR(p->log, "produce refused", LS("topic", topic),
                   LS("error", rd_kafka_err2str(err)));
@@ -129,7 +142,7 @@ static void on_retry_timer(uv_timer_t *t)
     p->retries = NULL;
     while (r) {
         retry_t *next = r->next;
-        if (produce(p, r->topic, r->key, r->key_len, r->payload, r->len, r->headers, r->gen) < 0) {
+        if (produce(p, r->topic, r->key, r->key_len, r->payload, r->len, r->headers, r->out) < 0) {
             r->next = p->retries; /* queue full or similar: try again later */
             p->retries = r;
         } else {
@@ -232,6 +245,10 @@ producer_t *producer_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metri
     }
     conf = NULL; /* now owned by rk */
     rd_kafka_set_log_queue(p->rk, NULL);
+    /* A topic handle makes librdkafka fetch the topic's metadata now: otherwise the first
+     * messages after start wait for it (measured: up to a second for the first decisions). */
+    p->warm[0] = rd_kafka_topic_new(p->rk, cfg->kafka_dlq_topic, NULL);
+    p->warm[1] = rd_kafka_topic_new(p->rk, cfg->kafka_decisions_topic, NULL);
     p->main_q = rd_kafka_queue_get_main(p->rk);
     if (pipe(p->pipe_fds) < 0 || fcntl(p->pipe_fds[0], F_SETFL, O_NONBLOCK) < 0 ||
         fcntl(p->pipe_fds[1], F_SETFL, O_NONBLOCK) < 0) {
@@ -249,6 +266,9 @@ fail_conf:
     if (conf)
         rd_kafka_conf_destroy(conf);
 fail:
+    for (int i = 0; i < 2; i++)
+        if (p->warm[i])
+            rd_kafka_topic_destroy(p->warm[i]);
     if (p->main_q)
         rd_kafka_queue_destroy(p->main_q);
     if (p->rk)
@@ -263,17 +283,22 @@ fail:
 
 int producer_send(producer_t *p, const char *topic, const void *key, size_t key_len,
                   const void *payload, size_t len, const producer_header_t *headers,
-                  size_t nheaders)
+                  size_t nheaders, metric_t *latency, uint64_t t0_ns)
 {
+    out_t *out = malloc(sizeof(*out));
+    if (!out)
+        return -1;
+    *out = (out_t){.gen = p->gen, .t0_ns = t0_ns, .latency = latency};
     rd_kafka_headers_t *h = NULL;
     if (nheaders) {
         h = rd_kafka_headers_new(nheaders);
         for (size_t i = 0; i < nheaders; i++)
             rd_kafka_header_add(h, headers[i].name, -1, headers[i].value, -1);
     }
-    if (produce(p, topic, key, key_len, payload, len, h, p->gen) < 0) {
+    if (produce(p, topic, key, key_len, payload, len, h, out) < 0) {
         if (h)
             rd_kafka_headers_destroy(h);
+        free(out);
         return -1;
     }
     p->open_out++;
@@ -317,11 +342,15 @@ int64_t producer_close(producer_t *p, int timeout_ms)
         free(r->topic);
         free(r->key);
         free(r->payload);
+        free(r->out);
         free(r);
         left++;
     }
     rd_kafka_queue_io_event_enable(p->main_q, -1, NULL, 0);
     rd_kafka_queue_destroy(p->main_q);
+    for (int i = 0; i < 2; i++)
+        if (p->warm[i])
+            rd_kafka_topic_destroy(p->warm[i]);
     rd_kafka_destroy(p->rk);
     close(p->pipe_fds[1]);
     p->closing_handles = 2;

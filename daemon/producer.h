@@ -42,12 +42,14 @@ typedef void (*producer_drain_cb)(void *arg);
 producer_t *producer_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metrics_t *metrics,
                          producer_drain_cb drain_cb, void *arg, char *err, size_t errlen);
 
-/* Produces one message (payload and key copied) to `topic`, partitioned by key. Returns 0, or
- * -1 when librdkafka refused it at once (the error is logged; the caller must not treat the
- * message as sent). */
+/* Produces one message (payload and key copied) to `topic`, partitioned by key. When latency is
+ * not NULL, the time from t0_ns (uv_hrtime) to the broker's acknowledgement is observed in it.
+ * Returns 0, or -1 when librdkafka refused it at once (the error is logged; the caller must not
+ * treat the message as sent). */
 __attribute__((warn_unused_result)) int
 producer_send(producer_t *p, const char *topic, const void *key, size_t key_len,
-              const void *payload, size_t len, const producer_header_t *headers, size_t nheaders);
+              const void *payload, size_t len, const producer_header_t *headers, size_t nheaders,
+              metric_t *latency, uint64_t t0_ns);
 
 /* Seals the current generation: messages sent so far join the sealed set. */
 void producer_seal(producer_t *p);

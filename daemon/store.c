@@ -49,7 +49,9 @@ typedef struct job {
     size_t nclaims;
     /* load */
     int32_t checkpoint_id;
-    store_ids_cb ids_cb;
+    bool load_state; /* ledger snapshots, else applied identities */
+    bool delivered;  /* rows were delivered: a retry must say "start over" first */
+    store_row_cb row_cb;
     store_done_cb done_cb;
     /* flush */
     batch_t **batches;
@@ -419,8 +421,8 @@ static void copy_in(store_t *s)
     }
 }
 
-/* One COPY OUT row of `COPY (SELECT ids FROM applied_event_ids ...) TO STDOUT (FORMAT binary)`:
- * int16 field count 1, int32 length, that many bytes of 16-byte identities. */
+/* One COPY OUT row of a load: `COPY (SELECT <one bytea column> ...) TO STDOUT (FORMAT binary)`:
+ * int16 field count 1, int32 length, that many bytes. */
 static void copy_out_row(store_t *s, const unsigned char *p, int len)
 {
     if (!s->copy_header_seen) {
@@ -445,12 +447,13 @@ static void copy_out_row(store_t *s, const unsigned char *p, int len)
         return; /* trailer */
     uint32_t n =
         len >= 6 ? (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5] : 0;
-    if (len < 6 || p[0] != 0 || p[1] != 1 || (uint64_t)n + 6 != (uint64_t)len || n % 16 != 0) {
+    if (len < 6 || p[0] != 0 || p[1] != 1 || (uint64_t)n + 6 != (uint64_t)len) {
         fail(s, "copy out", "unexpected row shape");
         return;
     }
     job_t *j = s->head;
-    j->ids_cb(j->arg, j->checkpoint_id, p + 6, n / 16);
+    j->delivered = true;
+    j->row_cb(j->arg, p + 6, n);
 }
 
 static void copy_out(store_t *s)
@@ -614,6 +617,7 @@ static void migrate_next(store_t *s)
     free(sql);
 }
 
+/* Temporary staging tables, one per merged target, emptied by every commit. */
 static const char staging_sql[] =
     "CREATE TEMP TABLE cost_staging (org_id text COLLATE \"C\" NOT NULL,"
     " project_id text COLLATE \"C\" NOT NULL, provider text COLLATE \"C\" NOT NULL,"
@@ -621,7 +625,82 @@ static const char staging_sql[] =
     " billable boolean NOT NULL, calls bigint NOT NULL, input_tokens bigint NOT NULL,"
     " output_tokens bigint NOT NULL, cache_read_tokens bigint NOT NULL,"
     " cache_write_tokens bigint NOT NULL, cost_nanos bigint NOT NULL,"
-    " unpriced_calls bigint NOT NULL) ON COMMIT DELETE ROWS";
+    " unpriced_calls bigint NOT NULL) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE state_staging (checkpoint_id integer NOT NULL,"
+    " org_id text COLLATE \"C\" NOT NULL, state bytea NOT NULL) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE usage_staging (org_id text COLLATE \"C\" NOT NULL,"
+    " project_id text COLLATE \"C\" NOT NULL, workflow_id text COLLATE \"C\" NOT NULL,"
+    " complexity text NOT NULL, status text NOT NULL, tier text NOT NULL,"
+    " requested_at timestamptz NOT NULL, started_at timestamptz, finished_at timestamptz,"
+    " billed boolean NOT NULL, overage boolean NOT NULL) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE runs_staging (org_id text COLLATE \"C\" NOT NULL,"
+    " project_id text COLLATE \"C\" NOT NULL, run_id text COLLATE \"C\" NOT NULL,"
+    " workflow_id text COLLATE \"C\" NOT NULL, status text NOT NULL,"
+    " requested_at timestamptz NOT NULL, admitted_at timestamptz, finished_at timestamptz,"
+    " waited_ms bigint NOT NULL, agent_ms bigint NOT NULL) ON COMMIT DELETE ROWS";
+
+/* How each batch table reaches PostgreSQL: a binary COPY, into the table itself or into its
+ * staging table, then (for staged ones) one statement that merges staging into the table.
+ * Merges are safe even if two partitions carried the same key (GROUP BY / DISTINCT ON). */
+static const struct {
+    const char *copy;
+    const char *merge;
+} targets[BATCH_NTABLES] = {
+    [BATCH_APPLIED] = {"COPY applied_event_ids (checkpoint_id, end_offset, n, min_ts, max_ts, ids)"
+                       " FROM STDIN (FORMAT binary)",
+                       NULL},
+    [BATCH_COST] =
+        {"COPY cost_staging (org_id, project_id, provider, model, hour, billable, calls,"
+         " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos,"
+         " unpriced_calls) FROM STDIN (FORMAT binary)",
+         "INSERT INTO cost_records (org_id, project_id, provider, model, hour, billable, calls,"
+         " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos,"
+         " unpriced_calls)"
+         " SELECT org_id, project_id, provider, model, hour, billable, sum(calls),"
+         " sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
+         " sum(cache_write_tokens), sum(cost_nanos), sum(unpriced_calls)"
+         " FROM cost_staging GROUP BY 1, 2, 3, 4, 5, 6"
+         " ON CONFLICT (org_id, project_id, provider, model, hour, billable) DO UPDATE SET"
+         " calls = cost_records.calls + EXCLUDED.calls,"
+         " input_tokens = cost_records.input_tokens + EXCLUDED.input_tokens,"
+         " output_tokens = cost_records.output_tokens + EXCLUDED.output_tokens,"
+         " cache_read_tokens = cost_records.cache_read_tokens + EXCLUDED.cache_read_tokens,"
+         " cache_write_tokens = cost_records.cache_write_tokens + EXCLUDED.cache_write_tokens,"
+         " cost_nanos = cost_records.cost_nanos + EXCLUDED.cost_nanos,"
+         " unpriced_calls = cost_records.unpriced_calls + EXCLUDED.unpriced_calls,"
+         " updated_at = now()"},
+    [BATCH_STATE] = {"COPY state_staging (checkpoint_id, org_id, state) FROM STDIN (FORMAT binary)",
+                     "INSERT INTO ledger_state (checkpoint_id, org_id, state)"
+                     " SELECT checkpoint_id, org_id, state FROM state_staging"
+                     " ON CONFLICT (checkpoint_id, org_id) DO UPDATE SET"
+                     " state = EXCLUDED.state, updated_at = now()"},
+    [BATCH_USAGE] =
+        {"COPY usage_staging (org_id, project_id, workflow_id, complexity, status, tier,"
+         " requested_at, started_at, finished_at, billed, overage) FROM STDIN (FORMAT binary)",
+         "INSERT INTO usage_records (org_id, project_id, workflow_id, complexity, status, tier,"
+         " requested_at, started_at, finished_at, billed, overage)"
+         " SELECT DISTINCT ON (org_id, workflow_id, requested_at) org_id, project_id,"
+         " workflow_id, complexity, status, tier, requested_at, started_at, finished_at, billed,"
+         " overage FROM usage_staging"
+         " ON CONFLICT (org_id, workflow_id, requested_at) DO UPDATE SET"
+         " project_id = EXCLUDED.project_id, complexity = EXCLUDED.complexity,"
+         " status = EXCLUDED.status, tier = EXCLUDED.tier, started_at = EXCLUDED.started_at,"
+         " finished_at = EXCLUDED.finished_at, billed = EXCLUDED.billed,"
+         " overage = EXCLUDED.overage, updated_at = now()"},
+    [BATCH_RUNS] =
+        {"COPY runs_staging (org_id, project_id, run_id, workflow_id, status, requested_at,"
+         " admitted_at, finished_at, waited_ms, agent_ms) FROM STDIN (FORMAT binary)",
+         "INSERT INTO agent_runs (org_id, project_id, run_id, workflow_id, status, requested_at,"
+         " admitted_at, finished_at, waited_ms, agent_ms)"
+         " SELECT DISTINCT ON (org_id, run_id, requested_at) org_id, project_id, run_id,"
+         " workflow_id, status, requested_at, admitted_at, finished_at, waited_ms, agent_ms"
+         " FROM runs_staging"
+         " ON CONFLICT (org_id, run_id, requested_at) DO UPDATE SET"
+         " project_id = EXCLUDED.project_id, workflow_id = EXCLUDED.workflow_id,"
+         " status = EXCLUDED.status, admitted_at = EXCLUDED.admitted_at,"
+         " finished_at = EXCLUDED.finished_at, waited_ms = EXCLUDED.waited_ms,"
+         " agent_ms = EXCLUDED.agent_ms, updated_at = now()"},
+};
 
 static void setup_next(store_t *s)
 {
@@ -794,11 +873,21 @@ static void run_claim(store_t *s, job_t *j)
 
 static void run_load(store_t *s, job_t *j)
 {
-    char sql[192];
-    snprintf(sql, sizeof(sql),
-             "COPY (SELECT ids FROM applied_event_ids WHERE checkpoint_id = %d"
-             " ORDER BY end_offset) TO STDOUT (FORMAT binary)",
-             (int)j->checkpoint_id);
+    char sql[224];
+    if (j->delivered) {
+        j->delivered = false;
+        j->row_cb(j->arg, NULL, 0);
+    }
+    if (j->load_state)
+        snprintf(sql, sizeof(sql),
+                 "COPY (SELECT state FROM ledger_state WHERE checkpoint_id = %d"
+                 " ORDER BY org_id) TO STDOUT (FORMAT binary)",
+                 (int)j->checkpoint_id);
+    else
+        snprintf(sql, sizeof(sql),
+                 "COPY (SELECT ids FROM applied_event_ids WHERE checkpoint_id = %d"
+                 " ORDER BY end_offset) TO STDOUT (FORMAT binary)",
+                 (int)j->checkpoint_id);
     j->step = 1;
     send_sql(s, sql, expect_ok, job_complete);
 }
@@ -978,59 +1067,31 @@ static void flush_step(store_t *s)
             free(arr[k]);
         return;
     }
-    case 3:
-        if (live_batches(j) == 0) { /* every partition fenced: nothing to write */
-            j->step = 7;
-            send_sql(s, "ROLLBACK", expect_ok, job_complete);
-            return;
-        }
-        if (live_rows(j, BATCH_APPLIED) == 0) {
-            flush_next(s);
-            return;
-        }
-        start_copy(s, BATCH_APPLIED,
-                   "COPY applied_event_ids (checkpoint_id, end_offset, n, min_ts, max_ts, ids)"
-                   " FROM STDIN (FORMAT binary)");
-        return;
-    case 4:
-        if (live_rows(j, BATCH_COST) == 0) {
-            j->step = 6;
-            flush_step(s);
-            return;
-        }
-        start_copy(s, BATCH_COST,
-                   "COPY cost_staging (org_id, project_id, provider, model, hour, billable,"
-                   " calls, input_tokens, output_tokens, cache_read_tokens,"
-                   " cache_write_tokens, cost_nanos, unpriced_calls) FROM STDIN (FORMAT binary)");
-        return;
-    case 5:
-        /* GROUP BY makes the merge safe even if two partitions carried the same key. */
-        send_sql(s,
-                 "INSERT INTO cost_records (org_id, project_id, provider, model, hour, billable,"
-                 " calls, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
-                 " cost_nanos, unpriced_calls)"
-                 " SELECT org_id, project_id, provider, model, hour, billable, sum(calls),"
-                 " sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
-                 " sum(cache_write_tokens), sum(cost_nanos), sum(unpriced_calls)"
-                 " FROM cost_staging GROUP BY 1, 2, 3, 4, 5, 6"
-                 " ON CONFLICT (org_id, project_id, provider, model, hour, billable) DO UPDATE SET"
-                 " calls = cost_records.calls + EXCLUDED.calls,"
-                 " input_tokens = cost_records.input_tokens + EXCLUDED.input_tokens,"
-                 " output_tokens = cost_records.output_tokens + EXCLUDED.output_tokens,"
-                 " cache_read_tokens = cost_records.cache_read_tokens + EXCLUDED.cache_read_tokens,"
-                 " cache_write_tokens = cost_records.cache_write_tokens"
-                 " + EXCLUDED.cache_write_tokens,"
-                 " cost_nanos = cost_records.cost_nanos + EXCLUDED.cost_nanos,"
-                 " unpriced_calls = cost_records.unpriced_calls + EXCLUDED.unpriced_calls,"
-                 " updated_at = now()",
-                 expect_ok, flush_next);
-        return;
-    case 6:
-        j->commit_sent = true;
-        send_sql(s, "COMMIT", expect_ok, after_commit);
-        return;
     default:
-        assert(0);
+        break;
+    }
+    /* Steps 3 .. 3 + 2 * BATCH_NTABLES - 1: each table's COPY then its merge; then COMMIT. */
+    if (live_batches(j) == 0) { /* every partition fenced: nothing to write */
+        send_sql(s, "ROLLBACK", expect_ok, job_complete);
+        return;
+    }
+    for (;;) {
+        int k = j->step - 3;
+        if (k >= 2 * BATCH_NTABLES) {
+            j->commit_sent = true;
+            send_sql(s, "COMMIT", expect_ok, after_commit);
+            return;
+        }
+        int table = k / 2;
+        if (live_rows(j, table) == 0 || (k % 2 == 1 && !targets[table].merge)) {
+            j->step++;
+            continue;
+        }
+        if (k % 2 == 0)
+            start_copy(s, table, targets[table].copy);
+        else
+            send_sql(s, targets[table].merge, expect_ok, flush_next);
+        return;
     }
 }
 
@@ -1145,19 +1206,32 @@ int store_claim(store_t *s, const int32_t *partitions, size_t n, store_claim_cb 
     return 0;
 }
 
-int store_load_ids(store_t *s, int32_t checkpoint_id, store_ids_cb ids_cb, store_done_cb done_cb,
-                   void *arg)
+static int load(store_t *s, int32_t checkpoint_id, bool state, store_row_cb row_cb,
+                store_done_cb done_cb, void *arg)
 {
     job_t *j = calloc(1, sizeof(*j));
     if (!j)
         return -1;
     j->kind = JOB_LOAD;
     j->checkpoint_id = checkpoint_id;
-    j->ids_cb = ids_cb;
+    j->load_state = state;
+    j->row_cb = row_cb;
     j->done_cb = done_cb;
     j->arg = arg;
     enqueue(s, j);
     return 0;
+}
+
+int store_load_ids(store_t *s, int32_t checkpoint_id, store_row_cb row_cb, store_done_cb done_cb,
+                   void *arg)
+{
+    return load(s, checkpoint_id, false, row_cb, done_cb, arg);
+}
+
+int store_load_state(store_t *s, int32_t checkpoint_id, store_row_cb row_cb, store_done_cb done_cb,
+                     void *arg)
+{
+    return load(s, checkpoint_id, true, row_cb, done_cb, arg);
 }
 
 int store_flush(store_t *s, batch_t **batches, size_t n, store_flush_cb cb, void *arg)

@@ -37,9 +37,9 @@ typedef struct {
 
 /* Called once when a claim job completes: claims[0..n) for the partitions asked. */
 typedef void (*store_claim_cb)(void *arg, const store_claim_t *claims, size_t n);
-/* Called with successive chunks of identities (n × 16 bytes) of a checkpoint; a retried job may
- * deliver identities again, so the receiver must be idempotent. */
-typedef void (*store_ids_cb)(void *arg, int32_t checkpoint_id, const uint8_t *ids, size_t n);
+/* Called with each row of a load. When a load is retried after a lost connection, rows are
+ * delivered again from the first, preceded by one call with data NULL ("start over"). */
+typedef void (*store_row_cb)(void *arg, const uint8_t *data, size_t len);
 typedef void (*store_done_cb)(void *arg);
 /* Called once when a flush job committed (or found every batch fenced); each batch's fenced
  * flag tells whether it was written. */
@@ -68,10 +68,17 @@ size_t store_jobs(const store_t *s);
 __attribute__((warn_unused_result)) int store_claim(store_t *s, const int32_t *partitions, size_t n,
                                                     store_claim_cb cb, void *arg);
 
-/* Streams the applied-event identities of a checkpoint to ids_cb, then calls done_cb. */
+/* Streams the applied-event identities of a partition (one row per flush: n × 16 bytes) to
+ * row_cb, then calls done_cb. Loading the same identities twice is harmless. */
 __attribute__((warn_unused_result)) int store_load_ids(store_t *s, int32_t checkpoint_id,
-                                                       store_ids_cb ids_cb, store_done_cb done_cb,
+                                                       store_row_cb row_cb, store_done_cb done_cb,
                                                        void *arg);
+
+/* Streams the ledger snapshots of a partition (one row per organization) to row_cb, then calls
+ * done_cb. */
+__attribute__((warn_unused_result)) int store_load_state(store_t *s, int32_t checkpoint_id,
+                                                         store_row_cb row_cb, store_done_cb done_cb,
+                                                         void *arg);
 
 /* Writes batches[0..n) in one transaction. The array and the batches stay owned by the
  * caller and must not change until cb runs. */

@@ -43,6 +43,8 @@
 #include <string.h>
 
 #include <msgpack.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t: the decision id hashes four pieces */
+#include <xxhash.h>
 
 struct wire_decoder {
     msgpack_zone zone;
@@ -952,4 +954,111 @@ int wire_decode(wire_decoder_t *d, const void *buf, size_t len, wire_event_t *ou
         return -1;
     }
     return 0;
+}
+
+/* ---- output messages ------------------------------------------------------------------------ */
+
+static const char *const decision_names[WIRE_D_COUNT] = {"agent.admitted", "agent.queued",
+                                                         "workflow.held", "workflow.released"};
+
+const char *wire_decision_name(wire_decision_type_t t)
+{
+    return (unsigned)t < WIRE_D_COUNT ? decision_names[t] : "unknown";
+}
+
+void wire_decision_id(const wire_decision_t *d, char out[WIRE_OUTPUT_ID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    XXH3_state_t st;
+    static const unsigned char sep = 0xff;
+    const char *type = wire_decision_name(d->type);
+    XXH3_128bits_reset(&st);
+    XXH3_128bits_update(&st, d->org.ptr, d->org.len);
+    XXH3_128bits_update(&st, &sep, 1);
+    XXH3_128bits_update(&st, d->cause.ptr, d->cause.len);
+    XXH3_128bits_update(&st, &sep, 1);
+    XXH3_128bits_update(&st, type, strlen(type));
+    XXH3_128bits_update(&st, &sep, 1);
+    XXH3_128bits_update(&st, d->subject.ptr, d->subject.len);
+    XXH3_128bits_update(&st, &sep, 1);
+    XXH128_hash_t h = XXH3_128bits_digest(&st);
+    out[0] = 'd';
+    out[1] = '-';
+    for (int i = 0; i < 16; i++) {
+        uint8_t b = (uint8_t)((i < 8 ? h.high64 >> (56 - 8 * i) : h.low64 >> (56 - 8 * (i - 8))));
+        out[2 + 2 * i] = hex[b >> 4];
+        out[3 + 2 * i] = hex[b & 15];
+    }
+    out[WIRE_OUTPUT_ID_LEN] = '\0';
+}
+
+/* A fixed-buffer msgpack writer: msgpack-c's packer over a bounded buffer. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool overflow;
+} fixbuf_t;
+
+static int fixbuf_write(void *data, const char *buf, size_t len)
+{
+    fixbuf_t *f = data;
+    if (f->len + len > f->cap) {
+        f->overflow = true;
+        return -1;
+    }
+    memcpy(f->p + f->len, buf, len);
+    f->len += len;
+    return 0;
+}
+
+static void kv_str(msgpack_packer *pk, const char *k, const char *v, size_t n)
+{
+    msgpack_pack_str(pk, strlen(k));
+    msgpack_pack_str_body(pk, k, strlen(k));
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, v, n);
+}
+
+static void kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+    msgpack_pack_str(pk, strlen(k));
+    msgpack_pack_str_body(pk, k, strlen(k));
+    msgpack_pack_int64(pk, v);
+}
+
+int wire_encode_decision(const wire_decision_t *d, char *out, size_t cap)
+{
+    fixbuf_t f = {out, 0, cap, false};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &f, fixbuf_write);
+    char id[WIRE_OUTPUT_ID_LEN + 1];
+    wire_decision_id(d, id);
+    const char *type = wire_decision_name(d->type);
+    bool agent = d->type == WIRE_D_AGENT_ADMITTED || d->type == WIRE_D_AGENT_QUEUED;
+    /* envelope (5) + project + run|workflow + cause + the type's own (1 or 2) */
+    msgpack_pack_map(&pk, d->type == WIRE_D_WORKFLOW_HELD ? 10 : 9);
+    kv_int(&pk, "v", WIRE_VERSION);
+    kv_str(&pk, "id", id, WIRE_OUTPUT_ID_LEN);
+    kv_str(&pk, "type", type, strlen(type));
+    kv_str(&pk, "org", d->org.ptr, d->org.len);
+    kv_int(&pk, "ts", d->ts);
+    kv_str(&pk, "project", d->project.ptr, d->project.len);
+    kv_str(&pk, agent ? "run" : "workflow", d->subject.ptr, d->subject.len);
+    kv_str(&pk, "cause", d->cause.ptr, d->cause.len);
+    switch (d->type) {
+    case WIRE_D_AGENT_ADMITTED:
+    case WIRE_D_WORKFLOW_RELEASED:
+        kv_int(&pk, "waited_ms", d->waited_ms);
+        break;
+    case WIRE_D_AGENT_QUEUED:
+        kv_int(&pk, "position", d->position);
+        break;
+    case WIRE_D_WORKFLOW_HELD:
+        kv_str(&pk, "reason", "workflow_quota", 14);
+        kv_int(&pk, "position", d->position);
+        break;
+    default:
+        return -1;
+    }
+    return f.overflow ? -1 : (int)f.len;
 }

@@ -145,6 +145,43 @@ void wire_decoder_free(wire_decoder_t *d);
 __attribute__((warn_unused_result)) int wire_decode(wire_decoder_t *d, const void *buf, size_t len,
                                                     wire_event_t *out, wire_error_t *err);
 
+/* ---- output messages ---------------------------------------------------------------------- */
+
+/* A decision on meter.decisions (PRODUCT.md, "The wire contract (output)"). `subject` is the run
+ * for agent.* decisions and the workflow for workflow.* ones. */
+typedef enum {
+    WIRE_D_AGENT_ADMITTED = 0,
+    WIRE_D_AGENT_QUEUED,
+    WIRE_D_WORKFLOW_HELD,
+    WIRE_D_WORKFLOW_RELEASED,
+    WIRE_D_COUNT
+} wire_decision_type_t;
+
+typedef struct {
+    wire_decision_type_t type;
+    wire_str_t org;
+    int64_t ts;       /* the causing event's ts */
+    wire_str_t cause; /* the causing event's id */
+    wire_str_t project;
+    wire_str_t subject;
+    int64_t waited_ms; /* admitted, released */
+    int64_t position;  /* queued, held */
+} wire_decision_t;
+
+#define WIRE_OUTPUT_ID_LEN 34 /* "d-" + 32 hex digits */
+
+/* The decision's deterministic id: "d-" and the hex XXH3-128 of (org, cause, type, subject),
+ * each followed by 0xFF. The same cause always yields the same id, so a decision repeated after
+ * a crash is recognisable. out gets WIRE_OUTPUT_ID_LEN characters and a NUL. */
+void wire_decision_id(const wire_decision_t *d, char out[WIRE_OUTPUT_ID_LEN + 1]);
+
+/* Encodes d as one msgpack map (envelope v, id, type, org, ts, then the type's fields) into
+ * out[0..cap). Returns the length, or -1 when cap is too small (4 KiB always suffices for
+ * wire-bounded strings). */
+int wire_encode_decision(const wire_decision_t *d, char *out, size_t cap);
+
+const char *wire_decision_name(wire_decision_type_t t);
+
 /* Stable names: the wire spelling for types ("workflow.started"), snake_case for errors
  * ("too_large", "malformed", "limit", "not_map", "bad_key", "duplicate_field", "missing_field",
  * "wrong_type", "too_long", "bad_string", "out_of_range", "bad_value", "bad_version",

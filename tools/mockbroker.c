@@ -277,6 +277,11 @@ static rd_kafka_t *new_handle(bool verbose)
             RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "log_level", verbose ? "7" : "3", errstr, sizeof(errstr)) !=
             RD_KAFKA_CONF_OK ||
+        /* The mock brokers' sockets take this handle's settings. With Nagle on, a response
+         * written in two pieces waits for the client's delayed ACK: 40 ms stalls that real
+         * brokers (TCP_NODELAY) do not have. */
+        rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK ||
         (verbose && rd_kafka_conf_set(conf, "debug", "mock,broker", errstr, sizeof(errstr)) !=
                         RD_KAFKA_CONF_OK)) {
         fprintf(stderr, "mockbroker: librdkafka configuration: %s\n", errstr);

@@ -9,7 +9,7 @@ import sys
 
 SOURCE = os.environ.get("METERD_SOURCE", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("METERD_BUILD", os.path.join(SOURCE, "build"))
-VARIABLE = {"meter.instance_id", "meter.prices_file"}  # hostname:pid, install prefix
+VARIABLE = {"meter.instance_id", "meter.prices_file", "meter.tiers_file"}  # hostname:pid, prefix
 
 
 def ini_keys(text):

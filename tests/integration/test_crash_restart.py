@@ -22,7 +22,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from meterlab import Lab, LivePublisher, caught_up, log, read_topic, wait_for  # noqa: E402
+from meterlab import (Lab, LivePublisher, caught_up, kill_loop, log, read_topic,  # noqa: E402
+                      wait_for)
 from stream import Stream, compare_rows, fetch_rows  # noqa: E402
 
 EVENTS = int(os.environ.get("METERD_TEST_EVENTS", "108000"))
@@ -62,27 +63,7 @@ def main():
 
         d = lab.daemon("crash", dsn=crash_dsn, group="crash",
                        extra=["--kafka.dlq_topic=dlq.crash"])
-        kills_consuming = kills_starting = 0
-        while not (pub.done.is_set() and kills_consuming >= KILLS):
-            d.start()
-            ready_before = sum(1 for x in d.log_lines() if x.get("msg") == "partition ready")
-            if rng.random() < 0.15:
-                time.sleep(rng.uniform(0.0, 3.0))  # during start-up, claim or group join
-            else:
-                wait_for(lambda: sum(1 for x in d.log_lines()
-                                     if x.get("msg") == "partition ready") > ready_before,
-                         60, "partitions to be assigned")
-                time.sleep(rng.uniform(0.05, 2.5))
-            consuming = sum(1 for x in d.log_lines()
-                            if x.get("msg") == "partition ready") > ready_before
-            assert d.running(), "daemon died on its own:\n" + d.tail()
-            d.kill()
-            if consuming:
-                kills_consuming += 1
-            else:
-                kills_starting += 1
-            log("SIGKILL #%d (%s)" % (kills_consuming + kills_starting,
-                                     "consuming" if consuming else "starting"))
+        kills_consuming, kills_starting = kill_loop(d, rng, pub.done, KILLS)
         pub.join()
         # the end offsets of the topic, from an independent client
         from kafka import KafkaConsumer, TopicPartition

@@ -27,6 +27,7 @@ SOURCE = os.environ.get("METERD_SOURCE") or os.path.abspath(
 BUILD = os.environ.get("METERD_BUILD") or os.path.join(SOURCE, "build")
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PRICES = os.path.join(SOURCE, "deploy", "prices.ini")
+TIERS = os.path.join(SOURCE, "deploy", "tiers.ini")
 # python3-kafka cannot probe the mock broker's API versions reliably; pin one it speaks.
 KAFKA_API = (2, 5, 0)
 
@@ -200,6 +201,7 @@ class Daemon:
                 "--kafka.fetch_wait_max_ms=10",
                 "--postgres.dsn=" + self.dsn,
                 "--meter.prices_file=" + PRICES,
+                "--meter.tiers_file=" + TIERS,
                 "--meter.instance_id=" + self.name,
                 "--meter.flush_interval_ms=100",
                 "--meter.stats_interval_ms=2000"] + self.extra + \
@@ -282,9 +284,10 @@ def publish(prod, topic, messages):
 
 
 class LivePublisher:
-    """Publishes messages in chunks with a pause after each, in a thread, as a live stream.
-    `ends` holds {partition: next offset} of what was published so far; `done` is set at the
-    end."""
+    """Publishes messages in chunks, one chunk every `pause` seconds on a fixed schedule (so the
+    rate does not drift), in a thread, as a live stream. After join(), `ends` holds
+    {partition: next offset} of what was published; `done` is set once everything is
+    acknowledged."""
 
     def __init__(self, bootstrap, messages, chunk, pause, topic="usage.events"):
         self.bootstrap, self.messages, self.chunk, self.pause = bootstrap, messages, chunk, pause
@@ -295,10 +298,18 @@ class LivePublisher:
 
     def _run(self):
         prod = producer(self.bootstrap)
-        for i in range(0, len(self.messages), self.chunk):
-            for p, o in publish(prod, self.topic, self.messages[i:i + self.chunk]).items():
-                self.ends[p] = max(self.ends.get(p, 0), o)
-            time.sleep(self.pause)
+        futures = []
+        t0 = time.time()
+        for n, i in enumerate(range(0, len(self.messages), self.chunk)):
+            for k, v in self.messages[i:i + self.chunk]:
+                futures.append(prod.send(self.topic, key=k, value=v))
+            delay = t0 + (n + 1) * self.pause - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        prod.flush()
+        for f in futures:
+            md = f.get(timeout=60)
+            self.ends[md.partition] = max(self.ends.get(md.partition, 0), md.offset + 1)
         prod.close()
         self.done.set()
 
@@ -308,6 +319,35 @@ class LivePublisher:
 
     def join(self):
         self.thread.join()
+
+
+def kill_loop(d, rng, done, min_kills):
+    """Starts d and kills it with SIGKILL at random moments until `done` is set and at least
+    min_kills kills happened while it owned partitions and consumed (some more land during
+    start-up: claim, loading, group join). Leaves d stopped. Returns (consuming, starting)."""
+    consuming_kills = starting_kills = 0
+
+    def ready_count():
+        return sum(1 for x in d.log_lines() if x.get("msg") == "partition ready")
+
+    while not (done.is_set() and consuming_kills >= min_kills):
+        d.start()
+        before = ready_count()
+        if rng.random() < 0.15:
+            time.sleep(rng.uniform(0.0, 3.0))
+        else:
+            wait_for(lambda: ready_count() > before, 60, "partitions to be assigned")
+            time.sleep(rng.uniform(0.05, 2.5))
+        consuming = ready_count() > before
+        assert d.running(), "daemon died on its own:\n" + d.tail()
+        d.kill()
+        if consuming:
+            consuming_kills += 1
+        else:
+            starting_kills += 1
+        log("SIGKILL #%d (%s)" % (consuming_kills + starting_kills,
+                                 "consuming" if consuming else "starting"))
+    return consuming_kills, starting_kills
 
 
 def read_topic(bootstrap, topic, ends=None, timeout=60):

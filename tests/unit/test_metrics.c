@@ -239,6 +239,34 @@ static void test_histogram_precision(void **state)
 }
 
 /* Many metrics: the registry's array and the output buffer grow. */
+/* Quantiles interpolate inside the bucket that holds them, as histogram_quantile does. */
+static void test_quantile(void **state)
+{
+    (void)state;
+    metrics_t *m = metrics_new();
+    static const double bounds[] = {1, 2, 4};
+    metric_t *h = metrics_histogram(m, "q_seconds", "q", NULL, bounds, 3);
+    assert_true(metric_quantile(h, 0.5) == 0); /* empty */
+    /* 10 in (0,1], 10 in (1,2], 20 in (2,4] */
+    for (int i = 0; i < 10; i++)
+        metric_observe(h, 0.5);
+    for (int i = 0; i < 10; i++)
+        metric_observe(h, 1.5);
+    for (int i = 0; i < 20; i++)
+        metric_observe(h, 3);
+    /* rank 20 of 40 is the top of (1,2]: 2; rank 10 the top of (0,1]: 1;
+     * rank 30 half-way through (2,4]: 3; rank 4 is 40% into (0,1]: 0.4 */
+    assert_true(metric_quantile(h, 0.5) == 2.0);
+    assert_true(metric_quantile(h, 0.25) == 1.0);
+    assert_true(metric_quantile(h, 0.75) == 3.0);
+    assert_true(metric_quantile(h, 0.1) > 0.399 && metric_quantile(h, 0.1) < 0.401);
+    /* beyond the last finite bound: the largest bound */
+    for (int i = 0; i < 100; i++)
+        metric_observe(h, 10);
+    assert_true(metric_quantile(h, 0.99) == 4.0);
+    metrics_free(m);
+}
+
 static void test_many(void **state)
 {
     (void)state;
@@ -334,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_kind_conflict),
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_histogram_precision),
+        cmocka_unit_test(test_quantile),
         cmocka_unit_test(test_many),
         cmocka_unit_test(test_promtool),
     };

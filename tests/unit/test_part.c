@@ -40,6 +40,7 @@ static const char PRICES[] = "[openai/gpt-4o]\n"
                              "cache_write = 3.75\n";
 
 static pricing_t *prices;
+static tiers_t *tiers;
 
 static int setup(void **state)
 {
@@ -49,6 +50,16 @@ static int setup(void **state)
         fprintf(stderr, "price table: %s\n", err);
         return -1;
     }
+    /* the shipped tier table */
+    FILE *f = fopen(SOURCE_DIR "/deploy/tiers.ini", "rb");
+    static char text[65536];
+    size_t n = f ? fread(text, 1, sizeof(text), f) : 0;
+    if (f)
+        fclose(f);
+    if (!n || tiers_parse(text, n, &tiers, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tier table: %s\n", n ? err : "cannot read deploy/tiers.ini");
+        return -1;
+    }
     return 0;
 }
 
@@ -56,6 +67,7 @@ static int teardown(void **state)
 {
     (void)state;
     pricing_free(prices);
+    tiers_free(tiers);
     return 0;
 }
 
@@ -102,6 +114,12 @@ static wire_event_t other(wire_type_t t, const char *org, const char *id, int64_
     ev.id = S(id);
     ev.org = S(org);
     ev.count = 1;
+    ev.project = S("proj");
+    ev.run = S("run-1");
+    ev.workflow = S("wf-1");
+    ev.tier = S("pro");
+    ev.workflows = 10;
+    ev.integration = S("github");
     return ev;
 }
 
@@ -110,7 +128,7 @@ static part_status_t apply_ok(part_t *p, int64_t offset, const wire_event_t *ev,
 {
     part_status_t st = (part_status_t)-1;
     part_effects_t dummy;
-    assert_int_equal(part_apply(p, offset, ev, prices, &st, eff ? eff : &dummy), 0);
+    assert_int_equal(part_apply(p, offset, ev, prices, tiers, &st, eff ? eff : &dummy), 0);
     return st;
 }
 

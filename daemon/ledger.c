@@ -1,0 +1,1197 @@
+/*
+ * ledger — admission state and its rules. See ledger.h for the rules themselves.
+ *
+ * DESIGN. Organizations, their projects, runs and workflows live in uthash tables keyed by
+ * their ids; queues are doubly linked lists in arrival order (utlist). Iteration order of a
+ * uthash table is insertion order, and a project is removed the moment it has neither running
+ * nor queued runs, so the order in which a tier change admits across projects depends only on
+ * the events — never on when batches were sealed. That is what makes replay exact: a snapshot
+ * is written in iteration order and restored in the same order.
+ *
+ * Determinism also rules the records that ended: a finished run or workflow leaves the id
+ * tables at once (it stays only on the dirty list until its row is sealed), so a reused id is a
+ * new record whatever the seal timing was.
+ *
+ * Snapshots are msgpack maps (msgpack-c's packer); they are read back by ledger_restore with
+ * msgpack_unpack and checked field by field, since a database can be edited by hand.
+ */
+#include "ledger.h"
+
+#include <assert.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define uthash_fatal(msg) abort() /* out of memory: stop; the restart replays */
+#include <uthash.h>
+#include <utlist.h>
+
+#define SNAPSHOT_VERSION 1
+
+typedef enum { RUN_QUEUED = 0, RUN_RUNNING, RUN_FINISHED, RUN_CANCELLED } run_state_t;
+typedef enum { WF_HELD = 0, WF_RUNNING, WF_SUCCEEDED, WF_FAILED, WF_CANCELLED } wf_state_t;
+
+static const char *const run_state_names[] = {"queued", "running", "finished", "cancelled"};
+static const char *const wf_state_names[] = {"held", "running", "succeeded", "failed", "cancelled"};
+
+typedef struct project project_t;
+
+typedef struct run {
+    char *id;
+    uint32_t id_len;
+    char *project; /* the project's id (a copy: the project may go before the row is sealed) */
+    uint32_t project_len;
+    char *workflow; /* optional, "" when absent */
+    uint32_t workflow_len;
+    run_state_t state;
+    int64_t requested_at, admitted_at, finished_at; /* -1: not yet */
+    bool dirty;
+    struct run *prev, *next; /* the project's queue */
+    struct run *dnext;       /* the ledger's dirty list */
+    struct org *org;
+    UT_hash_handle hh;
+} run_t;
+
+struct project {
+    char *id;
+    uint32_t id_len;
+    int64_t running;
+    int64_t queued;
+    run_t *queue; /* oldest first */
+    UT_hash_handle hh;
+};
+
+typedef struct workflow {
+    char *id;
+    uint32_t id_len;
+    char *project;
+    uint32_t project_len;
+    wire_complexity_t complexity;
+    wf_state_t state;
+    char tier[TIERS_NAME_MAX + 1];                 /* the tier it was counted under */
+    int64_t requested_at, started_at, finished_at; /* -1: not yet */
+    bool billed;                                   /* counted against a period */
+    bool overage;                                  /* counted beyond the quota */
+    bool dirty;
+    struct workflow *prev, *next; /* the organization's hold queue */
+    struct workflow *dnext;
+    struct org *org;
+    UT_hash_handle hh;
+} workflow_t;
+
+typedef struct {
+    char tier[TIERS_NAME_MAX + 1];
+    int64_t from;
+} span_t;
+
+typedef struct org {
+    char *id;
+    uint32_t id_len;
+    char tier[TIERS_NAME_MAX + 1];
+    char promo[TIERS_NAME_MAX + 1];
+    int64_t promo_start;        /* start of the promo's first subscription month; -1 none */
+    tiers_period_t period_kind; /* how the next period is computed */
+    int64_t period_start, period_end;
+    int64_t counted; /* workflows counted this period */
+    int64_t packs;   /* workflows bought this period */
+    span_t *spans;   /* tiers in force this period, in time order */
+    size_t nspans, capspans;
+    project_t *projects;
+    run_t *runs;
+    workflow_t *workflows;
+    workflow_t *held; /* oldest first */
+    int64_t nheld;
+    bool dirty;
+    struct org *dnext;
+    UT_hash_handle hh;
+} org_t;
+
+struct ledger {
+    org_t *orgs;
+    org_t *dirty_orgs;
+    run_t *dirty_runs;
+    workflow_t *dirty_wfs;
+    ledger_decision_t *dec;
+    size_t ndec, capdec;
+    size_t running, queued, held;
+};
+
+/* ---------- calendar ---------- */
+
+#define DAY_MS 86400000LL
+
+/* Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian, UTC). */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int64_t *m, int64_t *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp + (mp < 10 ? 3 : -9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+int64_t ledger_month_start(int64_t ts_ms)
+{
+    int64_t y, m, d;
+    civil_from_days(floor_div(ts_ms, DAY_MS), &y, &m, &d);
+    return days_from_civil(y, m, 1) * DAY_MS;
+}
+
+int64_t ledger_add_months(int64_t ts_ms, int months)
+{
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int64_t day = floor_div(ts_ms, DAY_MS);
+    int64_t in_day = ts_ms - day * DAY_MS;
+    int64_t y, m, d;
+    civil_from_days(day, &y, &m, &d);
+    int64_t idx = y * 12 + (m - 1) + months;
+    y = floor_div(idx, 12);
+    m = idx - y * 12 + 1;
+    int64_t last = mdays[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
+    if (d > last)
+        d = last;
+    return days_from_civil(y, m, d) * DAY_MS + in_day;
+}
+
+/* ---------- helpers ---------- */
+
+static char *dupn(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p)
+        abort();
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static void set_name(char dst[TIERS_NAME_MAX + 1], const char *s, size_t n)
+{
+    if (n > TIERS_NAME_MAX)
+        n = TIERS_NAME_MAX;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+static const tier_t *tier_of(const tiers_t *tiers, const org_t *o)
+{
+    const tier_t *t = tiers_find(tiers, o->tier, strlen(o->tier));
+    return t ? t : tiers_free_tier(tiers); /* a tier removed from the table since */
+}
+
+static void mark_org(ledger_t *l, org_t *o)
+{
+    if (!o->dirty) {
+        o->dirty = true;
+        o->dnext = l->dirty_orgs;
+        l->dirty_orgs = o;
+    }
+}
+
+static void mark_run(ledger_t *l, run_t *r)
+{
+    if (!r->dirty) {
+        r->dirty = true;
+        r->dnext = l->dirty_runs;
+        l->dirty_runs = r;
+    }
+    mark_org(l, r->org);
+}
+
+static void mark_wf(ledger_t *l, workflow_t *w)
+{
+    if (!w->dirty) {
+        w->dirty = true;
+        w->dnext = l->dirty_wfs;
+        l->dirty_wfs = w;
+    }
+    mark_org(l, w->org);
+}
+
+static void decide(ledger_t *l, ledger_decision_kind_t kind, const char *project,
+                   uint32_t project_len, const char *subject, uint32_t subject_len,
+                   int64_t waited_ms, int64_t position)
+{
+    if (l->ndec == l->capdec) {
+        size_t cap = l->capdec ? l->capdec * 2 : 16;
+        ledger_decision_t *d = realloc(l->dec, cap * sizeof(*d));
+        if (!d)
+            abort();
+        l->dec = d;
+        l->capdec = cap;
+    }
+    l->dec[l->ndec++] = (ledger_decision_t){
+        .kind = kind,
+        .project = {project, project_len},
+        .subject = {subject, subject_len},
+        .waited_ms = waited_ms < 0 ? 0 : waited_ms,
+        .position = position,
+    };
+}
+
+static void push_span(org_t *o, const char *tier, int64_t from)
+{
+    if (o->nspans && strcmp(o->spans[o->nspans - 1].tier, tier) == 0)
+        return;
+    if (o->nspans && o->spans[o->nspans - 1].from == from) {
+        set_name(o->spans[o->nspans - 1].tier, tier, strlen(tier)); /* same instant: replace */
+        return;
+    }
+    if (o->nspans == o->capspans) {
+        size_t cap = o->capspans ? o->capspans * 2 : 4;
+        span_t *s = realloc(o->spans, cap * sizeof(*s));
+        if (!s)
+            abort();
+        o->spans = s;
+        o->capspans = cap;
+    }
+    set_name(o->spans[o->nspans].tier, tier, strlen(tier));
+    o->spans[o->nspans++].from = from;
+}
+
+/* ---------- organizations and projects ---------- */
+
+static org_t *org_new(ledger_t *l, const char *id, size_t len)
+{
+    org_t *o = calloc(1, sizeof(*o));
+    if (!o)
+        abort();
+    o->id = dupn(id, len);
+    o->id_len = (uint32_t)len;
+    o->promo_start = -1;
+    HASH_ADD_KEYPTR(hh, l->orgs, o->id, o->id_len, o);
+    return o;
+}
+
+static org_t *org_get(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev)
+{
+    org_t *o;
+    HASH_FIND(hh, l->orgs, ev->org.ptr, ev->org.len, o);
+    if (o)
+        return o;
+    o = org_new(l, ev->org.ptr, ev->org.len);
+    const tier_t *free_tier = tiers_free_tier(tiers);
+    set_name(o->tier, free_tier->name, free_tier->name_len);
+    o->period_kind = TIERS_PERIOD_CALENDAR;
+    o->period_start = ledger_month_start(ev->ts);
+    o->period_end = ledger_add_months(o->period_start, 1);
+    push_span(o, o->tier, o->period_start);
+    mark_org(l, o);
+    return o;
+}
+
+static project_t *project_get(org_t *o, const char *id, uint32_t len)
+{
+    project_t *p;
+    HASH_FIND(hh, o->projects, id, len, p);
+    if (p)
+        return p;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    p->id = dupn(id, len);
+    p->id_len = len;
+    HASH_ADD_KEYPTR(hh, o->projects, p->id, p->id_len, p);
+    return p;
+}
+
+/* A project with nothing running or waiting is forgotten at once (see DESIGN). */
+static void project_drop_if_idle(org_t *o, project_t *p)
+{
+    if (p->running == 0 && p->queued == 0) {
+        HASH_DEL(o->projects, p);
+        free(p->id);
+        free(p);
+    }
+}
+
+/* ---------- agents ---------- */
+
+static bool slot_free(const tier_t *t, const project_t *p)
+{
+    return t->concurrent_agents == TIERS_UNLIMITED || p->running < t->concurrent_agents;
+}
+
+static void admit(ledger_t *l, project_t *p, run_t *r, int64_t now)
+{
+    r->state = RUN_RUNNING;
+    r->admitted_at = now;
+    p->running++;
+    l->running++;
+    mark_run(l, r);
+    decide(l, LEDGER_AGENT_ADMITTED, p->id, p->id_len, r->id, r->id_len, now - r->requested_at, 0);
+}
+
+/* Admits the oldest queued runs of p while slots are free. */
+static void admit_queued(ledger_t *l, const tier_t *t, project_t *p, int64_t now)
+{
+    while (p->queue && slot_free(t, p)) {
+        run_t *r = p->queue;
+        DL_DELETE(p->queue, r);
+        p->queued--;
+        l->queued--;
+        admit(l, p, r, now);
+    }
+}
+
+static void admit_all_projects(ledger_t *l, const tier_t *t, org_t *o, int64_t now)
+{
+    project_t *p, *tmp;
+    HASH_ITER(hh, o->projects, p, tmp)
+    {
+        admit_queued(l, t, p, now);
+    }
+}
+
+static run_t *open_run(org_t *o, const wire_str_t *id)
+{
+    run_t *r;
+    HASH_FIND(hh, o->runs, id->ptr, id->len, r);
+    return r;
+}
+
+static void agent_requested(ledger_t *l, const tier_t *t, org_t *o, const wire_event_t *ev,
+                            ledger_result_t *res)
+{
+    if (open_run(o, &ev->run)) {
+        res->note = LEDGER_NOOP_KNOWN_RUN;
+        return;
+    }
+    run_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        abort();
+    r->id = dupn(ev->run.ptr, ev->run.len);
+    r->id_len = ev->run.len;
+    r->project = dupn(ev->project.ptr, ev->project.len);
+    r->project_len = ev->project.len;
+    r->workflow = dupn(ev->workflow.ptr ? ev->workflow.ptr : "", ev->workflow.len);
+    r->workflow_len = ev->workflow.len;
+    r->requested_at = ev->ts;
+    r->admitted_at = r->finished_at = -1;
+    r->org = o;
+    HASH_ADD_KEYPTR(hh, o->runs, r->id, r->id_len, r);
+    project_t *p = project_get(o, ev->project.ptr, ev->project.len);
+    if (slot_free(t, p)) {
+        admit(l, p, r, ev->ts);
+        return;
+    }
+    r->state = RUN_QUEUED;
+    DL_APPEND(p->queue, r);
+    p->queued++;
+    l->queued++;
+    mark_run(l, r);
+    decide(l, LEDGER_AGENT_QUEUED, p->id, p->id_len, r->id, r->id_len, 0, p->queued);
+}
+
+/* agent.finished / agent.cancelled: the run ends; a running one frees its slot. */
+static void agent_ended(ledger_t *l, const tier_t *t, org_t *o, const wire_event_t *ev,
+                        ledger_result_t *res)
+{
+    run_t *r = open_run(o, &ev->run);
+    if (!r) {
+        res->note = LEDGER_NOOP_UNKNOWN_RUN;
+        return;
+    }
+    project_t *p = project_get(o, r->project, r->project_len);
+    HASH_DEL(o->runs, r); /* ended: a reused id is a new run (see DESIGN) */
+    r->finished_at = ev->ts;
+    if (r->state == RUN_QUEUED) {
+        DL_DELETE(p->queue, r);
+        p->queued--;
+        l->queued--;
+        r->state = RUN_CANCELLED;
+        mark_run(l, r);
+    } else {
+        r->state = ev->type == WIRE_T_AGENT_FINISHED ? RUN_FINISHED : RUN_CANCELLED;
+        p->running--;
+        l->running--;
+        mark_run(l, r);
+        admit_queued(l, t, p, ev->ts);
+    }
+    project_drop_if_idle(o, p);
+}
+
+/* ---------- workflows ---------- */
+
+static int64_t quota_of(const tier_t *t, const org_t *o)
+{
+    return t->workflows == TIERS_UNLIMITED ? TIERS_UNLIMITED : t->workflows + o->packs;
+}
+
+/* Counts w against the period and starts it. */
+static void count_workflow(ledger_t *l, const tier_t *t, org_t *o, workflow_t *w, int64_t now)
+{
+    int64_t quota = quota_of(t, o);
+    w->overage = quota != TIERS_UNLIMITED && o->counted >= quota;
+    w->billed = true;
+    w->state = WF_RUNNING;
+    w->started_at = now;
+    set_name(w->tier, t->name, t->name_len);
+    o->counted++;
+    mark_wf(l, w);
+}
+
+static bool must_hold(const tier_t *t, const org_t *o)
+{
+    int64_t quota = quota_of(t, o);
+    return t->over_quota == TIERS_OVER_HOLD && quota != TIERS_UNLIMITED && o->counted >= quota;
+}
+
+/* Releases held workflows, oldest first, while the quota allows. */
+static void release_held(ledger_t *l, const tier_t *t, org_t *o, int64_t now)
+{
+    while (o->held && !must_hold(t, o)) {
+        workflow_t *w = o->held;
+        DL_DELETE(o->held, w);
+        o->nheld--;
+        l->held--;
+        count_workflow(l, t, o, w, now);
+        decide(l, LEDGER_WORKFLOW_RELEASED, w->project, w->project_len, w->id, w->id_len,
+               now - w->requested_at, 0);
+    }
+}
+
+static void workflow_started(ledger_t *l, const tier_t *t, org_t *o, const wire_event_t *ev,
+                             ledger_result_t *res)
+{
+    workflow_t *w;
+    HASH_FIND(hh, o->workflows, ev->workflow.ptr, ev->workflow.len, w);
+    if (w) {
+        res->note = LEDGER_NOOP_KNOWN_WORKFLOW;
+        return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        abort();
+    w->id = dupn(ev->workflow.ptr, ev->workflow.len);
+    w->id_len = ev->workflow.len;
+    w->project = dupn(ev->project.ptr, ev->project.len);
+    w->project_len = ev->project.len;
+    w->complexity = ev->complexity;
+    w->requested_at = ev->ts;
+    w->started_at = w->finished_at = -1;
+    w->org = o;
+    HASH_ADD_KEYPTR(hh, o->workflows, w->id, w->id_len, w);
+    if (!o->held && !must_hold(t, o)) {
+        count_workflow(l, t, o, w, ev->ts);
+        return;
+    }
+    /* Over a free quota (or behind others already waiting): held, never lost. */
+    w->state = WF_HELD;
+    set_name(w->tier, t->name, t->name_len);
+    DL_APPEND(o->held, w);
+    o->nheld++;
+    l->held++;
+    mark_wf(l, w);
+    decide(l, LEDGER_WORKFLOW_HELD, w->project, w->project_len, w->id, w->id_len, 0, o->nheld);
+}
+
+static void workflow_finished(ledger_t *l, org_t *o, const wire_event_t *ev, ledger_result_t *res)
+{
+    workflow_t *w;
+    HASH_FIND(hh, o->workflows, ev->workflow.ptr, ev->workflow.len, w);
+    if (!w) {
+        res->note = LEDGER_NOOP_UNKNOWN_WORKFLOW;
+        return;
+    }
+    HASH_DEL(o->workflows, w);
+    if (w->state == WF_HELD) {
+        DL_DELETE(o->held, w);
+        o->nheld--;
+        l->held--;
+    }
+    w->state = ev->status == WIRE_STATUS_SUCCEEDED ? WF_SUCCEEDED
+               : ev->status == WIRE_STATUS_FAILED  ? WF_FAILED
+                                                   : WF_CANCELLED;
+    w->finished_at = ev->ts;
+    mark_wf(l, w);
+}
+
+/* ---------- periods and tiers ---------- */
+
+static void begin_period(org_t *o, int64_t start, int64_t end)
+{
+    o->period_start = start;
+    o->period_end = end;
+    o->counted = 0;
+    o->packs = 0;
+    char tier[TIERS_NAME_MAX + 1];
+    set_name(tier, o->tier, strlen(o->tier));
+    o->nspans = 0;
+    push_span(o, tier, start);
+}
+
+/* Moves the organization into the period containing ts; returns whether it moved. */
+static bool roll(ledger_t *l, org_t *o, int64_t ts)
+{
+    bool rolled = false;
+    while (ts >= o->period_end) {
+        int64_t start = o->period_end;
+        int64_t end = o->period_kind == TIERS_PERIOD_CALENDAR
+                          ? ledger_add_months(ledger_month_start(start), 1)
+                          : ledger_add_months(start, 1);
+        begin_period(o, start, end);
+        rolled = true;
+    }
+    if (rolled)
+        mark_org(l, o);
+    return rolled;
+}
+
+static void change_tier(ledger_t *l, const tiers_t *tiers, org_t *o, const tier_t *t,
+                        const wire_event_t *ev)
+{
+    if (ev->present & WIRE_HAS_PERIOD_START && ev->period_start > o->period_start) {
+        int64_t end = ev->present & WIRE_HAS_PERIOD_END ? ev->period_end
+                                                        : ledger_add_months(ev->period_start, 1);
+        begin_period(o, ev->period_start, end);
+    } else if (ev->present & WIRE_HAS_PERIOD_END && ev->period_end > o->period_start) {
+        o->period_end = ev->period_end;
+    }
+    set_name(o->tier, t->name, t->name_len);
+    o->period_kind = t->period;
+    push_span(o, o->tier, ev->ts > o->period_start ? ev->ts : o->period_start);
+    if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED && ev->promo.len) {
+        set_name(o->promo, ev->promo.ptr, ev->promo.len);
+        o->promo_start = o->period_start;
+    } else if (ev->type == WIRE_T_SUBSCRIPTION_CANCELLED) {
+        o->promo[0] = '\0';
+        o->promo_start = -1;
+    }
+    mark_org(l, o);
+    roll(l, o, ev->ts); /* an explicit period may already be over */
+    const tier_t *now_t = tier_of(tiers, o);
+    admit_all_projects(l, now_t, o, ev->ts);
+    release_held(l, now_t, o, ev->ts);
+}
+
+/* ---------- apply ---------- */
+
+int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, ledger_result_t *res)
+{
+    const tier_t *new_tier = NULL;
+    l->ndec = 0;
+    res->note = LEDGER_OK;
+    res->n = 0;
+    res->decisions = l->dec;
+    if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED) {
+        new_tier = tiers_find(tiers, ev->tier.ptr, ev->tier.len);
+        if (!new_tier)
+            return LEDGER_E_UNKNOWN_TIER;
+        if (ev->promo.len && !tiers_find_promo(tiers, ev->promo.ptr, ev->promo.len))
+            return LEDGER_E_UNKNOWN_PROMO;
+    } else if (ev->type == WIRE_T_SUBSCRIPTION_CANCELLED) {
+        new_tier = tiers_free_tier(tiers);
+    }
+    org_t *o = org_get(l, tiers, ev);
+    if (roll(l, o, ev->ts))
+        release_held(l, tier_of(tiers, o), o, ev->ts);
+    const tier_t *t = tier_of(tiers, o);
+    switch (ev->type) {
+    case WIRE_T_AGENT_REQUESTED:
+        agent_requested(l, t, o, ev, res);
+        break;
+    case WIRE_T_AGENT_FINISHED:
+    case WIRE_T_AGENT_CANCELLED:
+        agent_ended(l, t, o, ev, res);
+        break;
+    case WIRE_T_WORKFLOW_STARTED:
+        workflow_started(l, t, o, ev, res);
+        break;
+    case WIRE_T_WORKFLOW_FINISHED:
+        workflow_finished(l, o, ev, res);
+        break;
+    case WIRE_T_SUBSCRIPTION_CHANGED:
+    case WIRE_T_SUBSCRIPTION_CANCELLED:
+        change_tier(l, tiers, o, new_tier, ev);
+        break;
+    case WIRE_T_PACK_PURCHASED:
+        o->packs += ev->workflows;
+        mark_org(l, o);
+        release_held(l, t, o, ev->ts);
+        break;
+    default:
+        break;
+    }
+    res->n = l->ndec;
+    res->decisions = l->dec;
+    return 0;
+}
+
+/* ---------- snapshots ---------- */
+
+static void pack_str(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+    pack_str(pk, s, strlen(s));
+}
+
+static void pack_wf(msgpack_packer *pk, const workflow_t *w)
+{
+    msgpack_pack_array(pk, 9);
+    pack_str(pk, w->id, w->id_len);
+    pack_str(pk, w->project, w->project_len);
+    msgpack_pack_int64(pk, w->complexity);
+    msgpack_pack_int64(pk, w->state);
+    pack_cstr(pk, w->tier);
+    msgpack_pack_int64(pk, w->requested_at);
+    msgpack_pack_int64(pk, w->started_at);
+    msgpack_pack_int64(pk, w->billed);
+    msgpack_pack_int64(pk, w->overage);
+}
+
+/* The snapshot of one organization: a msgpack array (positional, versioned). Tables are
+ * written in their iteration order and queues as id lists, so that a restored organization
+ * iterates exactly as the original did (see DESIGN). */
+#define SNAPSHOT_FIELDS 16
+static void pack_org(msgpack_packer *pk, const org_t *o)
+{
+    msgpack_pack_array(pk, SNAPSHOT_FIELDS);
+    msgpack_pack_int64(pk, SNAPSHOT_VERSION);
+    pack_str(pk, o->id, o->id_len);
+    pack_cstr(pk, o->tier);
+    pack_cstr(pk, o->promo);
+    msgpack_pack_int64(pk, o->promo_start);
+    msgpack_pack_int64(pk, o->period_kind);
+    msgpack_pack_int64(pk, o->period_start);
+    msgpack_pack_int64(pk, o->period_end);
+    msgpack_pack_int64(pk, o->counted);
+    msgpack_pack_int64(pk, o->packs);
+    msgpack_pack_array(pk, o->nspans);
+    for (size_t i = 0; i < o->nspans; i++) {
+        msgpack_pack_array(pk, 2);
+        pack_cstr(pk, o->spans[i].tier);
+        msgpack_pack_int64(pk, o->spans[i].from);
+    }
+    /* open runs, in id-table order; queues are listed per project below */
+    msgpack_pack_array(pk, HASH_COUNT(o->runs));
+    for (const run_t *r = o->runs; r; r = r->hh.next) {
+        msgpack_pack_array(pk, 6);
+        pack_str(pk, r->id, r->id_len);
+        pack_str(pk, r->project, r->project_len);
+        pack_str(pk, r->workflow, r->workflow_len);
+        msgpack_pack_int64(pk, r->state);
+        msgpack_pack_int64(pk, r->requested_at);
+        msgpack_pack_int64(pk, r->admitted_at);
+    }
+    /* projects in table order, each with its queue oldest first */
+    msgpack_pack_array(pk, HASH_COUNT(o->projects));
+    for (const project_t *p = o->projects; p; p = p->hh.next) {
+        msgpack_pack_array(pk, 2);
+        pack_str(pk, p->id, p->id_len);
+        msgpack_pack_array(pk, (size_t)p->queued);
+        for (const run_t *r = p->queue; r; r = r->next)
+            pack_str(pk, r->id, r->id_len);
+    }
+    /* open workflows in table order, then the hold queue as ids, oldest first */
+    msgpack_pack_array(pk, HASH_COUNT(o->workflows));
+    for (const workflow_t *w = o->workflows; w; w = w->hh.next)
+        pack_wf(pk, w);
+    msgpack_pack_array(pk, (size_t)o->nheld);
+    for (const workflow_t *w = o->held; w; w = w->next)
+        pack_str(pk, w->id, w->id_len);
+    msgpack_pack_int64(pk, 0); /* reserved for billing state (a later schema) */
+}
+
+/* ---------- sealing ---------- */
+
+static void copy_ts_or_null(pgcopy_t *b, int64_t ts)
+{
+    if (ts < 0)
+        pgcopy_null(b);
+    else
+        pgcopy_timestamptz_ms(b, ts);
+}
+
+static void free_run(run_t *r)
+{
+    free(r->id);
+    free(r->project);
+    free(r->workflow);
+    free(r);
+}
+
+static void free_wf(workflow_t *w)
+{
+    free(w->id);
+    free(w->project);
+    free(w);
+}
+
+void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t *state, int64_t *nstate,
+                 pgcopy_t *usage, int64_t *nusage, pgcopy_t *runs, int64_t *nruns)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (org_t *o = l->dirty_orgs, *next; o; o = next) {
+        next = o->dnext;
+        o->dirty = false;
+        o->dnext = NULL;
+        msgpack_sbuffer_clear(&sb);
+        pack_org(&pk, o);
+        pgcopy_row(state, 3);
+        pgcopy_int4(state, checkpoint_id);
+        pgcopy_text(state, o->id, o->id_len);
+        pgcopy_bytea(state, sb.data, sb.size);
+        (*nstate)++;
+    }
+    l->dirty_orgs = NULL;
+    msgpack_sbuffer_destroy(&sb);
+
+    for (workflow_t *w = l->dirty_wfs, *next; w; w = next) {
+        next = w->dnext;
+        w->dirty = false;
+        w->dnext = NULL;
+        pgcopy_row(usage, 11);
+        pgcopy_text(usage, w->org->id, w->org->id_len);
+        pgcopy_text(usage, w->project, w->project_len);
+        pgcopy_text(usage, w->id, w->id_len);
+        pgcopy_text(usage, wire_complexity_name(w->complexity),
+                    strlen(wire_complexity_name(w->complexity)));
+        pgcopy_text(usage, wf_state_names[w->state], strlen(wf_state_names[w->state]));
+        pgcopy_text(usage, w->tier, strlen(w->tier));
+        pgcopy_timestamptz_ms(usage, w->requested_at);
+        copy_ts_or_null(usage, w->started_at);
+        copy_ts_or_null(usage, w->finished_at);
+        pgcopy_bool(usage, w->billed);
+        pgcopy_bool(usage, w->overage);
+        (*nusage)++;
+        if (w->state >= WF_SUCCEEDED)
+            free_wf(w); /* ended and written: no longer in any table */
+    }
+    l->dirty_wfs = NULL;
+
+    for (run_t *r = l->dirty_runs, *next; r; r = next) {
+        next = r->dnext;
+        r->dirty = false;
+        r->dnext = NULL;
+        pgcopy_row(runs, 10);
+        pgcopy_text(runs, r->org->id, r->org->id_len);
+        pgcopy_text(runs, r->project, r->project_len);
+        pgcopy_text(runs, r->id, r->id_len);
+        pgcopy_text(runs, r->workflow, r->workflow_len);
+        pgcopy_text(runs, run_state_names[r->state], strlen(run_state_names[r->state]));
+        pgcopy_timestamptz_ms(runs, r->requested_at);
+        copy_ts_or_null(runs, r->admitted_at);
+        copy_ts_or_null(runs, r->finished_at);
+        int64_t waited = r->admitted_at >= 0 ? r->admitted_at - r->requested_at : 0;
+        int64_t ran =
+            r->admitted_at >= 0 && r->finished_at >= 0 ? r->finished_at - r->admitted_at : 0;
+        pgcopy_int8(runs, waited < 0 ? 0 : waited);
+        pgcopy_int8(runs, ran < 0 ? 0 : ran);
+        (*nruns)++;
+        if (r->state >= RUN_FINISHED)
+            free_run(r);
+    }
+    l->dirty_runs = NULL;
+}
+
+/* ---------- restore ---------- */
+
+typedef struct {
+    const msgpack_object *items;
+    uint32_t n;
+} arr_t;
+
+static int get_arr(const msgpack_object *o, uint32_t n_min, arr_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min)
+        return -1;
+    out->items = o->via.array.ptr;
+    out->n = o->via.array.size;
+    return 0;
+}
+
+static int get_i64(const msgpack_object *o, int64_t *out)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        *out = (int64_t)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *out = o->via.i64;
+    else
+        return -1;
+    return 0;
+}
+
+static int get_str(const msgpack_object *o, const char **p, uint32_t *n, uint32_t max)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max)
+        return -1;
+    *p = o->via.str.ptr;
+    *n = o->via.str.size;
+    return 0;
+}
+
+static int get_name(const msgpack_object *o, char dst[TIERS_NAME_MAX + 1])
+{
+    const char *p;
+    uint32_t n;
+    if (get_str(o, &p, &n, TIERS_NAME_MAX) < 0)
+        return -1;
+    set_name(dst, p, n);
+    return 0;
+}
+
+static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *projects)
+{
+    for (uint32_t i = 0; i < runs->n; i++) {
+        arr_t f;
+        const char *id, *proj, *wf;
+        uint32_t idn, projn, wfn;
+        int64_t state, req, adm;
+        if (get_arr(&runs->items[i], 6, &f) < 0 || get_str(&f.items[0], &id, &idn, 1024) < 0 ||
+            get_str(&f.items[1], &proj, &projn, 1024) < 0 ||
+            get_str(&f.items[2], &wf, &wfn, 1024) < 0 || get_i64(&f.items[3], &state) < 0 ||
+            get_i64(&f.items[4], &req) < 0 || get_i64(&f.items[5], &adm) < 0 ||
+            (state != RUN_QUEUED && state != RUN_RUNNING))
+            return -1;
+        run_t *r = calloc(1, sizeof(*r));
+        if (!r)
+            abort();
+        r->id = dupn(id, idn);
+        r->id_len = idn;
+        r->project = dupn(proj, projn);
+        r->project_len = projn;
+        r->workflow = dupn(wf, wfn);
+        r->workflow_len = wfn;
+        r->state = (run_state_t)state;
+        r->requested_at = req;
+        r->admitted_at = adm;
+        r->finished_at = -1;
+        r->org = o;
+        run_t *dup;
+        HASH_FIND(hh, o->runs, r->id, r->id_len, dup);
+        if (dup) {
+            free_run(r);
+            return -1;
+        }
+        HASH_ADD_KEYPTR(hh, o->runs, r->id, r->id_len, r);
+        if (r->state == RUN_RUNNING) {
+            project_get(o, r->project, r->project_len)->running++;
+            l->running++;
+        }
+    }
+    for (uint32_t i = 0; i < projects->n; i++) {
+        arr_t f, q;
+        const char *pid;
+        uint32_t pidn;
+        if (get_arr(&projects->items[i], 2, &f) < 0 ||
+            get_str(&f.items[0], &pid, &pidn, 1024) < 0 || get_arr(&f.items[1], 0, &q) < 0)
+            return -1;
+        project_t *p = project_get(o, pid, pidn);
+        for (uint32_t k = 0; k < q.n; k++) {
+            const char *rid;
+            uint32_t ridn;
+            run_t *r;
+            if (get_str(&q.items[k], &rid, &ridn, 1024) < 0)
+                return -1;
+            HASH_FIND(hh, o->runs, rid, ridn, r);
+            if (!r || r->state != RUN_QUEUED || r->project_len != pidn ||
+                memcmp(r->project, pid, pidn) != 0 || r->prev)
+                return -1;
+            DL_APPEND(p->queue, r);
+            p->queued++;
+            l->queued++;
+        }
+    }
+    /* every queued run must be on its project's queue */
+    for (run_t *r = o->runs; r; r = r->hh.next)
+        if (r->state == RUN_QUEUED && !r->prev)
+            return -1;
+    return 0;
+}
+
+static int restore_workflows(ledger_t *l, org_t *o, const arr_t *wfs, const arr_t *held)
+{
+    for (uint32_t i = 0; i < wfs->n; i++) {
+        arr_t f;
+        const char *id, *proj;
+        uint32_t idn, projn;
+        int64_t cx, state, req, started, billed, overage;
+        workflow_t *w = calloc(1, sizeof(*w));
+        if (!w)
+            abort();
+        if (get_arr(&wfs->items[i], 9, &f) < 0 || get_str(&f.items[0], &id, &idn, 1024) < 0 ||
+            get_str(&f.items[1], &proj, &projn, 1024) < 0 || get_i64(&f.items[2], &cx) < 0 ||
+            get_i64(&f.items[3], &state) < 0 || get_name(&f.items[4], w->tier) < 0 ||
+            get_i64(&f.items[5], &req) < 0 || get_i64(&f.items[6], &started) < 0 ||
+            get_i64(&f.items[7], &billed) < 0 || get_i64(&f.items[8], &overage) < 0 || cx < 0 ||
+            cx > WIRE_COMPLEXITY_LARGE || (state != WF_HELD && state != WF_RUNNING)) {
+            free(w);
+            return -1;
+        }
+        w->id = dupn(id, idn);
+        w->id_len = idn;
+        w->project = dupn(proj, projn);
+        w->project_len = projn;
+        w->complexity = (wire_complexity_t)cx;
+        w->state = (wf_state_t)state;
+        w->requested_at = req;
+        w->started_at = started;
+        w->finished_at = -1;
+        w->billed = billed != 0;
+        w->overage = overage != 0;
+        w->org = o;
+        workflow_t *dup;
+        HASH_FIND(hh, o->workflows, w->id, w->id_len, dup);
+        if (dup) {
+            free_wf(w);
+            return -1;
+        }
+        HASH_ADD_KEYPTR(hh, o->workflows, w->id, w->id_len, w);
+    }
+    for (uint32_t i = 0; i < held->n; i++) {
+        const char *id;
+        uint32_t idn;
+        workflow_t *w;
+        if (get_str(&held->items[i], &id, &idn, 1024) < 0)
+            return -1;
+        HASH_FIND(hh, o->workflows, id, idn, w);
+        if (!w || w->state != WF_HELD || w->prev)
+            return -1;
+        DL_APPEND(o->held, w);
+        o->nheld++;
+        l->held++;
+    }
+    /* every held workflow must be on the hold queue */
+    for (workflow_t *w = o->workflows; w; w = w->hh.next)
+        if (w->state == WF_HELD && !w->prev)
+            return -1;
+    return 0;
+}
+
+static void org_clear(ledger_t *l, org_t *o);
+
+int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
+{
+    msgpack_zone zone;
+    msgpack_object root;
+    size_t off = 0;
+    if (!msgpack_zone_init(&zone, 4096))
+        abort();
+    int rc = -1;
+    if (msgpack_unpack((const char *)blob, len, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS ||
+        off != len)
+        goto out;
+    arr_t a, spans, runs, projects, wfs, held;
+    int64_t version, promo_start, kind, ps, pe, counted, packs;
+    const char *id;
+    uint32_t idn;
+    if (get_arr(&root, SNAPSHOT_FIELDS, &a) < 0 || get_i64(&a.items[0], &version) < 0 ||
+        version != SNAPSHOT_VERSION || get_str(&a.items[1], &id, &idn, 1024) < 0 || idn == 0)
+        goto out;
+    org_t *o;
+    HASH_FIND(hh, l->orgs, id, idn, o);
+    if (o)
+        goto out; /* restored twice */
+    o = org_new(l, id, idn);
+    if (get_name(&a.items[2], o->tier) < 0 || get_name(&a.items[3], o->promo) < 0 ||
+        get_i64(&a.items[4], &promo_start) < 0 || get_i64(&a.items[5], &kind) < 0 ||
+        (kind != TIERS_PERIOD_CALENDAR && kind != TIERS_PERIOD_SUBSCRIPTION) ||
+        get_i64(&a.items[6], &ps) < 0 || get_i64(&a.items[7], &pe) < 0 || pe <= ps ||
+        get_i64(&a.items[8], &counted) < 0 || get_i64(&a.items[9], &packs) < 0 ||
+        get_arr(&a.items[10], 0, &spans) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
+        get_arr(&a.items[12], 0, &projects) < 0 || get_arr(&a.items[13], 0, &wfs) < 0 ||
+        get_arr(&a.items[14], 0, &held) < 0)
+        goto bad;
+    o->promo_start = promo_start;
+    o->period_kind = (tiers_period_t)kind;
+    o->period_start = ps;
+    o->period_end = pe;
+    o->counted = counted;
+    o->packs = packs;
+    for (uint32_t i = 0; i < spans.n; i++) {
+        arr_t s;
+        char tier[TIERS_NAME_MAX + 1];
+        int64_t from;
+        if (get_arr(&spans.items[i], 2, &s) < 0 || get_name(&s.items[0], tier) < 0 ||
+            get_i64(&s.items[1], &from) < 0)
+            goto bad;
+        push_span(o, tier, from);
+    }
+    if (restore_runs(l, o, &runs, &projects) < 0 || restore_workflows(l, o, &wfs, &held) < 0)
+        goto bad;
+    /* projects restored without running or queued runs would break the determinism rule */
+    for (project_t *p = o->projects; p; p = p->hh.next)
+        if (p->running == 0 && p->queued == 0)
+            goto bad;
+    rc = 0;
+    goto out;
+bad:
+    org_clear(l, o);
+    HASH_DEL(l->orgs, o);
+    free(o->id);
+    free(o);
+out:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+/* ---------- lifecycle and inspection ---------- */
+
+ledger_t *ledger_new(void)
+{
+    return calloc(1, sizeof(ledger_t));
+}
+
+static void org_clear(ledger_t *l, org_t *o)
+{
+    run_t *r, *rt;
+    HASH_ITER(hh, o->runs, r, rt)
+    {
+        HASH_DEL(o->runs, r);
+        if (r->state == RUN_RUNNING)
+            l->running--;
+        else if (r->state == RUN_QUEUED)
+            l->queued--;
+        free_run(r);
+    }
+    project_t *p, *pt;
+    HASH_ITER(hh, o->projects, p, pt)
+    {
+        HASH_DEL(o->projects, p);
+        free(p->id);
+        free(p);
+    }
+    workflow_t *w, *wt;
+    HASH_ITER(hh, o->workflows, w, wt)
+    {
+        HASH_DEL(o->workflows, w);
+        if (w->state == WF_HELD)
+            l->held--;
+        free_wf(w);
+    }
+    o->held = NULL;
+    o->nheld = 0;
+    free(o->spans);
+    o->spans = NULL;
+    o->nspans = o->capspans = 0;
+}
+
+void ledger_free(ledger_t *l)
+{
+    if (!l)
+        return;
+    /* Ended records live only on the dirty lists; open ones are in their tables too and are
+     * freed with their organization. */
+    for (run_t *r = l->dirty_runs, *next; r; r = next) {
+        next = r->dnext;
+        if (r->state >= RUN_FINISHED)
+            free_run(r);
+    }
+    for (workflow_t *w = l->dirty_wfs, *next; w; w = next) {
+        next = w->dnext;
+        if (w->state >= WF_SUCCEEDED)
+            free_wf(w);
+    }
+    org_t *o, *ot;
+    HASH_ITER(hh, l->orgs, o, ot)
+    {
+        org_clear(l, o);
+        HASH_DEL(l->orgs, o);
+        free(o->id);
+        free(o);
+    }
+    free(l->dec);
+    free(l);
+}
+
+size_t ledger_orgs(const ledger_t *l)
+{
+    return HASH_COUNT(l->orgs);
+}
+
+size_t ledger_running(const ledger_t *l)
+{
+    return l->running;
+}
+
+size_t ledger_queued(const ledger_t *l)
+{
+    return l->queued;
+}
+
+size_t ledger_held(const ledger_t *l)
+{
+    return l->held;
+}
+
+/* Appends s[0..n) to buf as a JSON string body (quotes, backslashes, control bytes escaped). */
+static size_t json_escape(char *buf, size_t len, size_t at, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        int k;
+        if (c == '"' || c == '\\')
+            k = snprintf(esc, sizeof(esc), "\\%c", c);
+        else if (c < 0x20)
+            k = snprintf(esc, sizeof(esc), "\\u%04x", c);
+        else
+            k = snprintf(esc, sizeof(esc), "%c", c);
+        for (int j = 0; j < k; j++, at++)
+            if (at + 1 < len)
+                buf[at] = esc[j];
+    }
+    return at;
+}
+
+int ledger_describe(const ledger_t *l, const char *org, size_t org_len, char *buf, size_t len)
+{
+    org_t *o;
+    HASH_FIND(hh, l->orgs, org, org_len, o);
+    if (!o)
+        return -1;
+    int64_t running = 0, queued = 0;
+    for (const project_t *p = o->projects; p; p = p->hh.next) {
+        running += p->running;
+        queued += p->queued;
+    }
+    size_t at = 0;
+    char tail[512];
+    const char *head = "{\"org\":\"";
+    for (size_t i = 0; head[i]; i++, at++)
+        if (at + 1 < len)
+            buf[at] = head[i];
+    at = json_escape(buf, len, at, o->id, o->id_len);
+    int n = snprintf(tail, sizeof(tail),
+                     "\",\"tier\":\"%s\",\"promo\":\"%s\",\"period_start\":%lld,"
+                     "\"period_end\":%lld,\"workflows_counted\":%lld,\"packs\":%lld,"
+                     "\"running\":%lld,\"queued\":%lld,\"held\":%lld,\"projects\":%u}",
+                     o->tier, o->promo, (long long)o->period_start, (long long)o->period_end,
+                     (long long)o->counted, (long long)o->packs, (long long)running,
+                     (long long)queued, (long long)o->nheld, HASH_COUNT(o->projects));
+    for (int i = 0; i < n; i++, at++)
+        if (at + 1 < len)
+            buf[at] = tail[i];
+    if (len)
+        buf[at + 1 < len ? at : len - 1] = '\0';
+    return (int)at;
+}
