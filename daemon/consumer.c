@@ -1,7 +1,11 @@
 /*
  * consumer — librdkafka consumer group driven from the loop. See consumer.h.
  *
- * DESIGN: the rebalance callback runs inside rd_kafka_consumer_poll on the loop thread. It
+ * DESIGN: the loop polls when the pipe says the queue has something, and also once a second
+ * from a timer: librdkafka counts an application that has not called rd_kafka_consumer_poll
+ * for max.poll.interval.ms as dead and leaves the group, which an idle meterd would otherwise
+ * do every five minutes. The rebalance callback runs inside rd_kafka_consumer_poll on the loop
+ * thread. It
  * only hands the partitions to the owner and returns; the assign (or unassign) call is made
  * later from consumer_assign_done / consumer_revoke_done, which librdkafka allows (the group
  * waits in its "wait assign call" state). Both eager and cooperative protocols are handled.
@@ -25,6 +29,7 @@ struct consumer {
     int pipe_fds[2];
     uv_poll_t poll;
     uv_idle_t idle;
+    uv_timer_t keepalive;
     int closing_handles;
     bool closing, closed;
     bool cooperative;
@@ -141,6 +146,11 @@ static void on_idle(uv_idle_t *h)
     drain(h->data);
 }
 
+static void on_keepalive(uv_timer_t *t)
+{
+    drain(t->data);
+}
+
 static void on_pipe(uv_poll_t *h, int status, int events)
 {
     (void)status;
@@ -234,9 +244,12 @@ consumer_t *consumer_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metri
     c->poll.data = c;
     uv_idle_init(loop, &c->idle);
     c->idle.data = c;
+    uv_timer_init(loop, &c->keepalive);
+    c->keepalive.data = c;
 
     uv_poll_start(&c->poll, UV_READABLE, on_pipe);
     uv_idle_start(&c->idle, on_idle); /* serve anything queued before the pipe was armed */
+    uv_timer_start(&c->keepalive, on_keepalive, 1000, 1000);
     return c;
 fail_conf:
     if (conf)
@@ -378,9 +391,10 @@ void consumer_free(consumer_t *c)
     /* After a clean close the group is already left; otherwise (stop deadline) leave it to the
      * session timeout rather than block the loop in a synchronous close. */
     rd_kafka_destroy_flags(c->rk, c->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    c->closing_handles = 2;
+    c->closing_handles = 3;
     uv_close((uv_handle_t *)&c->poll, handle_closed);
     uv_close((uv_handle_t *)&c->idle, handle_closed);
+    uv_close((uv_handle_t *)&c->keepalive, handle_closed);
     close(c->pipe_fds[0]);
     close(c->pipe_fds[1]);
 }

@@ -861,6 +861,28 @@ static int get_name(const msgpack_object *o, char dst[TIERS_NAME_MAX + 1])
 
 static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *projects)
 {
+    /* Projects first, in the snapshot's order: it is the order a tier change admits in. */
+    arr_t *queues = calloc(projects->n ? projects->n : 1, sizeof(arr_t));
+    if (!queues)
+        abort();
+    for (uint32_t i = 0; i < projects->n; i++) {
+        arr_t f;
+        const char *pid;
+        uint32_t pidn;
+        project_t *dup;
+        if (get_arr(&projects->items[i], 2, &f) < 0 ||
+            get_str(&f.items[0], &pid, &pidn, 1024) < 0 ||
+            get_arr(&f.items[1], 0, &queues[i]) < 0) {
+            free(queues);
+            return -1;
+        }
+        HASH_FIND(hh, o->projects, pid, pidn, dup);
+        if (dup) {
+            free(queues);
+            return -1;
+        }
+        project_get(o, pid, pidn);
+    }
     for (uint32_t i = 0; i < runs->n; i++) {
         arr_t f;
         const char *id, *proj, *wf;
@@ -870,8 +892,16 @@ static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *p
             get_str(&f.items[1], &proj, &projn, 1024) < 0 ||
             get_str(&f.items[2], &wf, &wfn, 1024) < 0 || get_i64(&f.items[3], &state) < 0 ||
             get_i64(&f.items[4], &req) < 0 || get_i64(&f.items[5], &adm) < 0 ||
-            (state != RUN_QUEUED && state != RUN_RUNNING))
+            (state != RUN_QUEUED && state != RUN_RUNNING)) {
+            free(queues);
             return -1;
+        }
+        project_t *p;
+        HASH_FIND(hh, o->projects, proj, projn, p);
+        if (!p) { /* a run of a project the snapshot does not list */
+            free(queues);
+            return -1;
+        }
         run_t *r = calloc(1, sizeof(*r));
         if (!r)
             abort();
@@ -890,37 +920,40 @@ static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *p
         HASH_FIND(hh, o->runs, r->id, r->id_len, dup);
         if (dup) {
             free_run(r);
+            free(queues);
             return -1;
         }
         HASH_ADD_KEYPTR(hh, o->runs, r->id, r->id_len, r);
+        /* counted as they enter the table, so that a failed restore subtracts exactly this */
         if (r->state == RUN_RUNNING) {
-            project_get(o, r->project, r->project_len)->running++;
+            p->running++;
             l->running++;
-        }
-    }
-    for (uint32_t i = 0; i < projects->n; i++) {
-        arr_t f, q;
-        const char *pid;
-        uint32_t pidn;
-        if (get_arr(&projects->items[i], 2, &f) < 0 ||
-            get_str(&f.items[0], &pid, &pidn, 1024) < 0 || get_arr(&f.items[1], 0, &q) < 0)
-            return -1;
-        project_t *p = project_get(o, pid, pidn);
-        for (uint32_t k = 0; k < q.n; k++) {
-            const char *rid;
-            uint32_t ridn;
-            run_t *r;
-            if (get_str(&q.items[k], &rid, &ridn, 1024) < 0)
-                return -1;
-            HASH_FIND(hh, o->runs, rid, ridn, r);
-            if (!r || r->state != RUN_QUEUED || r->project_len != pidn ||
-                memcmp(r->project, pid, pidn) != 0 || r->prev)
-                return -1;
-            DL_APPEND(p->queue, r);
-            p->queued++;
+        } else {
             l->queued++;
         }
     }
+    uint32_t i = 0;
+    for (project_t *p = o->projects; p; p = p->hh.next, i++) {
+        const arr_t *q = &queues[i];
+        for (uint32_t k = 0; k < q->n; k++) {
+            const char *rid;
+            uint32_t ridn;
+            run_t *r;
+            if (get_str(&q->items[k], &rid, &ridn, 1024) < 0) {
+                free(queues);
+                return -1;
+            }
+            HASH_FIND(hh, o->runs, rid, ridn, r);
+            if (!r || r->state != RUN_QUEUED || r->project_len != p->id_len ||
+                memcmp(r->project, p->id, p->id_len) != 0 || r->prev) {
+                free(queues);
+                return -1;
+            }
+            DL_APPEND(p->queue, r);
+            p->queued++;
+        }
+    }
+    free(queues);
     /* every queued run must be on its project's queue */
     for (run_t *r = o->runs; r; r = r->hh.next)
         if (r->state == RUN_QUEUED && !r->prev)
@@ -966,6 +999,8 @@ static int restore_workflows(ledger_t *l, org_t *o, const arr_t *wfs, const arr_
             return -1;
         }
         HASH_ADD_KEYPTR(hh, o->workflows, w->id, w->id_len, w);
+        if (w->state == WF_HELD)
+            l->held++; /* counted as it enters the table (see restore_runs) */
     }
     for (uint32_t i = 0; i < held->n; i++) {
         const char *id;
@@ -978,7 +1013,6 @@ static int restore_workflows(ledger_t *l, org_t *o, const arr_t *wfs, const arr_
             return -1;
         DL_APPEND(o->held, w);
         o->nheld++;
-        l->held++;
     }
     /* every held workflow must be on the hold queue */
     for (workflow_t *w = o->workflows; w; w = w->hh.next)
@@ -997,7 +1031,10 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
     if (!msgpack_zone_init(&zone, 4096))
         abort();
     int rc = -1;
-    if (msgpack_unpack((const char *)blob, len, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS ||
+    /* A snapshot comes back from a database that can be edited by hand: its declared lengths
+     * are checked before msgpack-c allocates for them. */
+    if (wire_prescan(blob, len) < 0 ||
+        msgpack_unpack((const char *)blob, len, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS ||
         off != len)
         goto out;
     arr_t a, spans, runs, projects, wfs, held;

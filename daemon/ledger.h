@@ -24,8 +24,9 @@
  *    (same day, clamped) for `subscription` tiers. subscription.changed may carry its own
  *    period_start / period_end: a period_start later than the current period's start begins a
  *    new period there.
- *  - An organization's clock is the largest ts it has seen; waits are measured against it and
- *    never negative. Events are applied in partition order, whatever their ts.
+ *  - Time is the events' ts and nothing else: a wait is the causing event's ts minus the
+ *    request's ts, never negative; periods only move forward (a late event counts in the
+ *    current period). Events are applied in partition order, whatever their ts.
  *
  * Decisions are returned in ledger_result_t, in the order they happened; each names the id of
  * the event that caused it (the event being applied), so that the shell can derive a

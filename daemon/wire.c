@@ -956,6 +956,12 @@ int wire_decode(wire_decoder_t *d, const void *buf, size_t len, wire_event_t *ou
     return 0;
 }
 
+int wire_prescan(const void *buf, size_t len)
+{
+    wire_error_t err;
+    return len && prescan(buf, len, &err) == 0 ? 0 : -1;
+}
+
 /* ---- output messages ------------------------------------------------------------------------ */
 
 static const char *const decision_names[WIRE_D_COUNT] = {"agent.admitted", "agent.queued",

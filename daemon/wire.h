@@ -182,6 +182,12 @@ int wire_encode_decision(const wire_decision_t *d, char *out, size_t cap);
 
 const char *wire_decision_name(wire_decision_type_t t);
 
+/* Checks that buf[0..len) is exactly one msgpack object whose declared lengths and counts fit
+ * in the bytes that follow and whose nesting is at most WIRE_MAX_DEPTH — what makes
+ * msgpack_unpack safe on untrusted bytes (its allocations stay a small multiple of len).
+ * Returns 0, or -1. Used for anything msgpack read back from outside (ledger snapshots). */
+__attribute__((warn_unused_result)) int wire_prescan(const void *buf, size_t len);
+
 /* Stable names: the wire spelling for types ("workflow.started"), snake_case for errors
  * ("too_large", "malformed", "limit", "not_map", "bad_key", "duplicate_field", "missing_field",
  * "wrong_type", "too_long", "bad_string", "out_of_range", "bad_value", "bad_version",

@@ -6,10 +6,13 @@ import signal
 import sys
 import time
 
+import msgpack
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from meterlab import Broker, Daemon, Postgres, caught_up, producer, publish, read_topic, wait_for  # noqa: E402
 from stream import Stream  # noqa: E402
+from admission import AdmissionStream  # noqa: E402
 
 RUN = os.path.join(ROOT, "run")
 
@@ -41,8 +44,11 @@ def main():
         print("publishing %d events (%d distinct LLM calls, %d repeated ids, %d poison) to "
               "usage.events at %s" % (len(s.messages), len(s.applied_ids), s.duplicates,
                                       len(s.poison), broker.bootstrap))
+        a = AdmissionStream(7, 8000, 40)
+        print("publishing %d admission events (agent runs, workflows, subscriptions, packs) for "
+              "40 more organizations" % len(a.messages))
         t = time.time()
-        ends = publish(producer(broker.bootstrap), "usage.events", s.messages)
+        ends = publish(producer(broker.bootstrap), "usage.events", s.messages + a.messages)
         wait_for(lambda: caught_up(pg, ends), 120, "meterd to apply the stream")
         print("meterd applied the stream and checkpointed it %.1fs after publishing began" %
               (time.time() - t))
@@ -61,6 +67,23 @@ def main():
         show("Checkpoints (one per partition, advanced in the same transaction as the data):",
              pg, "SELECT partition, next_offset, epoch, owner FROM consumer_checkpoints "
                  "ORDER BY partition")
+        show("Agent runs and workflows (per status; agent-hours = sum of agent_ms):", pg,
+             "SELECT 'agent run' AS what, status, count(*),"
+             " round(sum(agent_ms) / 3.6e6, 1) AS agent_hours FROM agent_runs GROUP BY status"
+             " UNION ALL SELECT 'workflow', status, count(*), NULL FROM usage_records"
+             " GROUP BY status ORDER BY 1, 2")
+        decisions = [msgpack.unpackb(r.value) for r in read_topic(broker.bootstrap,
+                                                                   "meter.decisions")]
+        kinds = {}
+        for dec in decisions:
+            kinds[dec["type"]] = kinds.get(dec["type"], 0) + 1
+        print("\nAdmission decisions on meter.decisions: %d, by type:" % len(decisions))
+        for k in sorted(kinds):
+            print("  %-18s %d" % (k, kinds[k]))
+        for k in ("agent.queued", "workflow.held", "workflow.released"):
+            ex = next((dec for dec in decisions if dec["type"] == k), None)
+            if ex:
+                print("  e.g. %s" % ex)
         dlq = read_topic(broker.bootstrap, "usage.dlq")
         reasons = {}
         for r in dlq:
