@@ -31,6 +31,7 @@
 #include <msgpack.h>
 
 #include "ledger.h"
+#include "testtiers.h"
 #include "pgcopy.h"
 #include "tiers.h"
 #include "wire.h"
@@ -57,17 +58,8 @@ static tiers_t *tiers;
 static int setup(void **state)
 {
     (void)state;
-    char err[256];
-    FILE *f = fopen(SOURCE_DIR "/deploy/tiers.ini", "rb");
-    static char text[65536];
-    size_t n = f ? fread(text, 1, sizeof(text), f) : 0;
-    if (f)
-        fclose(f);
-    if (!n || tiers_parse(text, n, &tiers, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tier table: %s\n", n ? err : "cannot read deploy/tiers.ini");
-        return -1;
-    }
-    return 0;
+    tiers = shipped_tiers();
+    return tiers ? 0 : -1;
 }
 
 static int teardown(void **state)

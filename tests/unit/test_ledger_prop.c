@@ -49,6 +49,7 @@
 #include <cmocka.h>
 
 #include "ledger.h"
+#include "testtiers.h"
 #include "pgcopy.h"
 #include "testrng.h"
 #include "tiers.h"
@@ -1228,17 +1229,8 @@ static void rebuild_b(twin_t *b, const ledger_t *a)
 static int setup(void **state)
 {
     (void)state;
-    char err[256];
-    FILE *f = fopen(SOURCE_DIR "/deploy/tiers.ini", "rb");
-    static char text[65536];
-    size_t n = f ? fread(text, 1, sizeof(text), f) : 0;
-    if (f)
-        fclose(f);
-    if (!n || tiers_parse(text, n, &tiers, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tier table: %s\n", n ? err : "cannot read deploy/tiers.ini");
-        return -1;
-    }
-    return 0;
+    tiers = shipped_tiers();
+    return tiers ? 0 : -1;
 }
 
 static int teardown(void **state)

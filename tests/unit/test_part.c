@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "part.h"
+#include "testtiers.h"
 
 #define N_ELEMS(a)  (sizeof(a) / sizeof((a)[0]))
 #define HOUR_MS     3600000LL
@@ -50,17 +51,8 @@ static int setup(void **state)
         fprintf(stderr, "price table: %s\n", err);
         return -1;
     }
-    /* the shipped tier table */
-    FILE *f = fopen(SOURCE_DIR "/deploy/tiers.ini", "rb");
-    static char text[65536];
-    size_t n = f ? fread(text, 1, sizeof(text), f) : 0;
-    if (f)
-        fclose(f);
-    if (!n || tiers_parse(text, n, &tiers, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tier table: %s\n", n ? err : "cannot read deploy/tiers.ini");
-        return -1;
-    }
-    return 0;
+    tiers = shipped_tiers();
+    return tiers ? 0 : -1;
 }
 
 static int teardown(void **state)
