@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from meterlab import BUILD, KAFKA_API, Lab, log, producer, wait_for  # noqa: E402
+from meterlab import BUILD, KAFKA_API, SOURCE, Lab, log, producer, wait_for  # noqa: E402
 from stream import Stream  # noqa: E402
 
 
@@ -25,7 +25,9 @@ def main():
         rc = subprocess.run([os.path.join(BUILD, "meterd"), "migrate",
                              "--postgres.dsn=" + lab.pg.dsn()]).returncode
         assert rc == 0, "meterd migrate failed"
-        assert lab.pg.scalar("SELECT max(version) FROM schema_migrations") == "1"
+        newest = max(int(f.split("_")[0]) for f in os.listdir(os.path.join(SOURCE, "schemas"))
+                     if f.endswith(".sql"))
+        assert lab.pg.scalar("SELECT max(version) FROM schema_migrations") == str(newest)
 
         s = Stream(seed=7, events=4000, orgs=40, repeat_pct=0, poison_pct=0)
         prod = producer(lab.broker.bootstrap)
