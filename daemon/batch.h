@@ -21,6 +21,11 @@ typedef enum {
     BATCH_STATE,       /* ledger_state: one snapshot per changed organization */
     BATCH_USAGE,       /* usage_records: one row per changed workflow */
     BATCH_RUNS,        /* agent_runs: one row per changed run */
+    BATCH_ACCOUNTS,    /* billing_accounts: one row per changed organization */
+    BATCH_INVOICES,    /* invoices: drafts of changed organizations, finals of closed periods */
+    BATCH_LINES,       /* invoice_line_items of those invoices (replacing theirs) */
+    BATCH_ROLLUPS,     /* usage_rollups of those invoices' periods */
+    BATCH_SUBS,        /* subscriptions: the tier stretches of those periods (replacing) */
     BATCH_NTABLES
 } batch_table_t;
 

@@ -50,6 +50,8 @@ static const key_t_ keys[] = {
      "Dead-letter topic: refused events, unchanged, with headers naming the error."},
     {"kafka.decisions_topic", K_STR, F(kafka_decisions_topic), "meter.decisions", 0, 0,
      "Topic of admission decisions for the scheduler, keyed by org."},
+    {"kafka.budget_topic", K_STR, F(kafka_budget_topic), "budget.events", 0, 0,
+     "Topic of budget events (budget.warning, budget.exceeded), keyed by org."},
     {"kafka.session_timeout_ms", K_INT, F(kafka_session_timeout_ms), "10000", 1000, 3600000,
      "Consumer group session timeout; a dead instance's partitions move after this long."},
     {"kafka.fetch_wait_max_ms", K_INT, F(kafka_fetch_wait_max_ms), "100", 1, 10000,
@@ -470,6 +472,7 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
                     {"kafka.input_topic", offsetof(config_t, kafka_input_topic)},
                     {"kafka.dlq_topic", offsetof(config_t, kafka_dlq_topic)},
                     {"kafka.decisions_topic", offsetof(config_t, kafka_decisions_topic)},
+                    {"kafka.budget_topic", offsetof(config_t, kafka_budget_topic)},
                     {"meter.tiers_file", offsetof(config_t, tiers_file)},
                     {"meter.prices_file", offsetof(config_t, prices_file)}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++) {
@@ -484,6 +487,10 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
     }
     if (strcmp(c->kafka_input_topic, c->kafka_decisions_topic) == 0) {
         errf(err, errlen, "kafka.decisions_topic: must differ from kafka.input_topic");
+        return -1;
+    }
+    if (strcmp(c->kafka_input_topic, c->kafka_budget_topic) == 0) {
+        errf(err, errlen, "kafka.budget_topic: must differ from kafka.input_topic");
         return -1;
     }
     if (c->max_pending_events < c->flush_max_events) {

@@ -39,6 +39,7 @@ typedef struct config {
     char *kafka_input_topic;
     char *kafka_dlq_topic;
     char *kafka_decisions_topic;
+    char *kafka_budget_topic;
     int64_t kafka_session_timeout_ms;
     int64_t kafka_fetch_wait_max_ms;
     char *kafka_sasl_username;

@@ -27,7 +27,9 @@
 #include <uthash.h>
 #include <utlist.h>
 
-#define SNAPSHOT_VERSION 1
+#include "calendar.h"
+
+#define SNAPSHOT_VERSION 2
 
 typedef enum { RUN_QUEUED = 0, RUN_RUNNING, RUN_FINISHED, RUN_CANCELLED } run_state_t;
 typedef enum { WF_HELD = 0, WF_RUNNING, WF_SUCCEEDED, WF_FAILED, WF_CANCELLED } wf_state_t;
@@ -80,11 +82,6 @@ typedef struct workflow {
     UT_hash_handle hh;
 } workflow_t;
 
-typedef struct {
-    char tier[TIERS_NAME_MAX + 1];
-    int64_t from;
-} span_t;
-
 typedef struct org {
     char *id;
     uint32_t id_len;
@@ -93,10 +90,11 @@ typedef struct org {
     int64_t promo_start;        /* start of the promo's first subscription month; -1 none */
     tiers_period_t period_kind; /* how the next period is computed */
     int64_t period_start, period_end;
-    int64_t counted; /* workflows counted this period */
-    int64_t packs;   /* workflows bought this period */
-    span_t *spans;   /* tiers in force this period, in time order */
-    size_t nspans, capspans;
+    int64_t counted;    /* workflows counted this period */
+    int64_t packs;      /* workflows bought this period */
+    int64_t clock;      /* the latest ts of its events */
+    bool quota_reached; /* a hold tier's quota was reached by the event being applied */
+    bill_t bill;        /* the period's invoice items, credits, budget (billing.h) */
     project_t *projects;
     run_t *runs;
     workflow_t *workflows;
@@ -114,64 +112,15 @@ struct ledger {
     workflow_t *dirty_wfs;
     ledger_decision_t *dec;
     size_t ndec, capdec;
+    ledger_alert_t *alerts;
+    size_t nalerts, capalerts;
     size_t running, queued, held;
+    int64_t watermark;  /* the latest ts applied in the partition */
+    int64_t next_close; /* no period ends before this (a lower bound) */
+    /* final invoices not sealed yet, already encoded */
+    pgcopy_t fin[BATCH_NTABLES];
+    int64_t nfin[BATCH_NTABLES];
 };
-
-/* ---------- calendar ---------- */
-
-#define DAY_MS 86400000LL
-
-/* Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian, UTC). */
-static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int64_t *m, int64_t *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp + (mp < 10 ? 3 : -9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    return a / b - (a % b != 0 && (a < 0) != (b < 0));
-}
-
-int64_t ledger_month_start(int64_t ts_ms)
-{
-    int64_t y, m, d;
-    civil_from_days(floor_div(ts_ms, DAY_MS), &y, &m, &d);
-    return days_from_civil(y, m, 1) * DAY_MS;
-}
-
-int64_t ledger_add_months(int64_t ts_ms, int months)
-{
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int64_t day = floor_div(ts_ms, DAY_MS);
-    int64_t in_day = ts_ms - day * DAY_MS;
-    int64_t y, m, d;
-    civil_from_days(day, &y, &m, &d);
-    int64_t idx = y * 12 + (m - 1) + months;
-    y = floor_div(idx, 12);
-    m = idx - y * 12 + 1;
-    int64_t last = mdays[m - 1] + (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
-    if (d > last)
-        d = last;
-    return days_from_civil(y, m, d) * DAY_MS + in_day;
-}
 
 /* ---------- helpers ---------- */
 
@@ -228,7 +177,7 @@ static void mark_wf(ledger_t *l, workflow_t *w)
     mark_org(l, w->org);
 }
 
-static void decide(ledger_t *l, ledger_decision_kind_t kind, const char *project,
+static void decide(ledger_t *l, const org_t *o, ledger_decision_kind_t kind, const char *project,
                    uint32_t project_len, const char *subject, uint32_t subject_len,
                    int64_t waited_ms, int64_t position)
 {
@@ -242,6 +191,7 @@ static void decide(ledger_t *l, ledger_decision_kind_t kind, const char *project
     }
     l->dec[l->ndec++] = (ledger_decision_t){
         .kind = kind,
+        .org = {o->id, o->id_len},
         .project = {project, project_len},
         .subject = {subject, subject_len},
         .waited_ms = waited_ms < 0 ? 0 : waited_ms,
@@ -249,24 +199,17 @@ static void decide(ledger_t *l, ledger_decision_kind_t kind, const char *project
     };
 }
 
-static void push_span(org_t *o, const char *tier, int64_t from)
+static void alert(ledger_t *l, const org_t *o, const bill_alert_t *a)
 {
-    if (o->nspans && strcmp(o->spans[o->nspans - 1].tier, tier) == 0)
-        return;
-    if (o->nspans && o->spans[o->nspans - 1].from == from) {
-        set_name(o->spans[o->nspans - 1].tier, tier, strlen(tier)); /* same instant: replace */
-        return;
-    }
-    if (o->nspans == o->capspans) {
-        size_t cap = o->capspans ? o->capspans * 2 : 4;
-        span_t *s = realloc(o->spans, cap * sizeof(*s));
-        if (!s)
+    if (l->nalerts == l->capalerts) {
+        size_t cap = l->capalerts ? l->capalerts * 2 : 8;
+        ledger_alert_t *p = realloc(l->alerts, cap * sizeof(*p));
+        if (!p)
             abort();
-        o->spans = s;
-        o->capspans = cap;
+        l->alerts = p;
+        l->capalerts = cap;
     }
-    set_name(o->spans[o->nspans].tier, tier, strlen(tier));
-    o->spans[o->nspans++].from = from;
+    l->alerts[l->nalerts++] = (ledger_alert_t){.org = {o->id, o->id_len}, .alert = *a};
 }
 
 /* ---------- organizations and projects ---------- */
@@ -279,8 +222,29 @@ static org_t *org_new(ledger_t *l, const char *id, size_t len)
     o->id = dupn(id, len);
     o->id_len = (uint32_t)len;
     o->promo_start = -1;
+    bill_init(&o->bill);
     HASH_ADD_KEYPTR(hh, l->orgs, o->id, o->id_len, o);
     return o;
+}
+
+static const tier_promo_t *promo_of(const tiers_t *tiers, const org_t *o)
+{
+    return o->promo[0] ? tiers_find_promo(tiers, o->promo, strlen(o->promo)) : NULL;
+}
+
+/* A base-fee stretch from `from` at the fee in force for the organization's tier. */
+static void fee_stretch(const tiers_t *tiers, org_t *o, int64_t from)
+{
+    const tier_t *t = tier_of(tiers, o);
+    const tier_promo_t *promo = promo_of(tiers, o);
+    bill_stretch(&o->bill, from, t, promo,
+                 bill_fee_in_force(t, promo, o->promo_start, o->period_start));
+}
+
+static void note_period_end(ledger_t *l, const org_t *o)
+{
+    if (o->period_end < l->next_close)
+        l->next_close = o->period_end;
 }
 
 static org_t *org_get(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev)
@@ -293,9 +257,12 @@ static org_t *org_get(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev)
     const tier_t *free_tier = tiers_free_tier(tiers);
     set_name(o->tier, free_tier->name, free_tier->name_len);
     o->period_kind = TIERS_PERIOD_CALENDAR;
-    o->period_start = ledger_month_start(ev->ts);
-    o->period_end = ledger_add_months(o->period_start, 1);
-    push_span(o, o->tier, o->period_start);
+    o->period_start = cal_month_start(ev->ts);
+    o->period_end = cal_add_months(o->period_start, 1);
+    o->clock = ev->ts;
+    bill_open_period(&o->bill, o->period_start, o->period_end);
+    fee_stretch(tiers, o, o->period_start);
+    note_period_end(l, o);
     mark_org(l, o);
     return o;
 }
@@ -339,7 +306,8 @@ static void admit(ledger_t *l, project_t *p, run_t *r, int64_t now)
     p->running++;
     l->running++;
     mark_run(l, r);
-    decide(l, LEDGER_AGENT_ADMITTED, p->id, p->id_len, r->id, r->id_len, now - r->requested_at, 0);
+    decide(l, r->org, LEDGER_AGENT_ADMITTED, p->id, p->id_len, r->id, r->id_len,
+           now - r->requested_at, 0);
 }
 
 /* Admits the oldest queued runs of p while slots are free. */
@@ -400,7 +368,7 @@ static void agent_requested(ledger_t *l, const tier_t *t, org_t *o, const wire_e
     p->queued++;
     l->queued++;
     mark_run(l, r);
-    decide(l, LEDGER_AGENT_QUEUED, p->id, p->id_len, r->id, r->id_len, 0, p->queued);
+    decide(l, o, LEDGER_AGENT_QUEUED, p->id, p->id_len, r->id, r->id_len, 0, p->queued);
 }
 
 /* agent.finished / agent.cancelled: the run ends; a running one frees its slot. */
@@ -423,6 +391,7 @@ static void agent_ended(ledger_t *l, const tier_t *t, org_t *o, const wire_event
         mark_run(l, r);
     } else {
         r->state = ev->type == WIRE_T_AGENT_FINISHED ? RUN_FINISHED : RUN_CANCELLED;
+        bill_agent(&o->bill, t, ev->ts - r->admitted_at);
         p->running--;
         l->running--;
         mark_run(l, r);
@@ -448,6 +417,9 @@ static void count_workflow(ledger_t *l, const tier_t *t, org_t *o, workflow_t *w
     w->started_at = now;
     set_name(w->tier, t->name, t->name_len);
     o->counted++;
+    bill_workflow(&o->bill, t, w->complexity, w->overage);
+    if (t->over_quota == TIERS_OVER_HOLD && quota != TIERS_UNLIMITED && o->counted >= quota)
+        o->quota_reached = true;
     mark_wf(l, w);
 }
 
@@ -466,7 +438,7 @@ static void release_held(ledger_t *l, const tier_t *t, org_t *o, int64_t now)
         o->nheld--;
         l->held--;
         count_workflow(l, t, o, w, now);
-        decide(l, LEDGER_WORKFLOW_RELEASED, w->project, w->project_len, w->id, w->id_len,
+        decide(l, o, LEDGER_WORKFLOW_RELEASED, w->project, w->project_len, w->id, w->id_len,
                now - w->requested_at, 0);
     }
 }
@@ -502,8 +474,10 @@ static void workflow_started(ledger_t *l, const tier_t *t, org_t *o, const wire_
     DL_APPEND(o->held, w);
     o->nheld++;
     l->held++;
+    bill_workflow_held(&o->bill);
+    o->quota_reached = true;
     mark_wf(l, w);
-    decide(l, LEDGER_WORKFLOW_HELD, w->project, w->project_len, w->id, w->id_len, 0, o->nheld);
+    decide(l, o, LEDGER_WORKFLOW_HELD, w->project, w->project_len, w->id, w->id_len, 0, o->nheld);
 }
 
 static void workflow_finished(ledger_t *l, org_t *o, const wire_event_t *ev, ledger_result_t *res)
@@ -527,30 +501,135 @@ static void workflow_finished(ledger_t *l, org_t *o, const wire_event_t *ev, led
     mark_wf(l, w);
 }
 
+/* ---------- invoices ---------- */
+
+static void copy_ts_or_null(pgcopy_t *b, int64_t ts)
+{
+    if (ts < 0)
+        pgcopy_null(b);
+    else
+        pgcopy_timestamptz_ms(b, ts);
+}
+
+static void copy_i128(pgcopy_t *b, bill_i128_t v)
+{
+    char buf[48];
+    int n = bill_i128_text(v, buf);
+    pgcopy_text(b, buf, (size_t)n);
+}
+
+static void copy_cstr(pgcopy_t *b, const char *s)
+{
+    pgcopy_text(b, s, strlen(s));
+}
+
+/* invoices.id: the organization, '/', the period start in Unix ms. */
+static void copy_invoice_id(pgcopy_t *b, const org_t *o, int64_t period_start)
+{
+    char id[WIRE_MAX_ID * 4 + 32];
+    int n = snprintf(id, sizeof(id), "%.*s/%lld", (int)o->id_len, o->id, (long long)period_start);
+    pgcopy_text(b, id, (size_t)n);
+}
+
+/* Encodes one invoice (draft or final) of o's open period: the invoice, its lines, the period's
+ * usage rollups and its tier stretches. */
+static void encode_invoice(pgcopy_t *rows, int64_t *nrows, const org_t *o,
+                           const bill_invoice_t *inv)
+{
+    pgcopy_t *r = &rows[BATCH_INVOICES];
+    pgcopy_row(r, 9);
+    copy_invoice_id(r, o, inv->period_start);
+    pgcopy_text(r, o->id, o->id_len);
+    pgcopy_timestamptz_ms(r, inv->period_start);
+    pgcopy_timestamptz_ms(r, inv->period_end);
+    pgcopy_timestamptz_ms(r, inv->nominal_end);
+    copy_cstr(r, inv->final ? "final" : "draft");
+    pgcopy_int8(r, inv->subtotal_cents);
+    pgcopy_int8(r, inv->credits_cents);
+    pgcopy_int8(r, inv->total_cents);
+    nrows[BATCH_INVOICES]++;
+
+    r = &rows[BATCH_LINES];
+    for (size_t i = 0; i < inv->n; i++) {
+        const bill_line_t *ln = &inv->lines[i];
+        char desc[256];
+        bill_describe(ln, desc, sizeof(desc));
+        pgcopy_row(r, 9);
+        copy_invoice_id(r, o, inv->period_start);
+        pgcopy_int4(r, (int32_t)i + 1);
+        copy_cstr(r, bill_kind_name(ln->kind));
+        copy_cstr(r, ln->detail);
+        copy_cstr(r, desc);
+        copy_i128(r, ln->raw);
+        copy_i128(r, ln->scale);
+        pgcopy_int8(r, ln->unit_price_micros);
+        pgcopy_int8(r, ln->amount_cents);
+        nrows[BATCH_LINES]++;
+    }
+
+    r = &rows[BATCH_ROLLUPS];
+    for (int m = 0; m < BILL_METERS; m++) {
+        pgcopy_row(r, 4);
+        pgcopy_text(r, o->id, o->id_len);
+        pgcopy_timestamptz_ms(r, inv->period_start);
+        copy_cstr(r, bill_meter_name((bill_meter_t)m));
+        copy_i128(r, m == BILL_M_STORAGE_BYTE_MS ? o->bill.storage_byte_ms : o->bill.meters[m]);
+        nrows[BATCH_ROLLUPS]++;
+    }
+
+    r = &rows[BATCH_SUBS];
+    for (size_t i = 0; i < o->bill.nstretches; i++) {
+        const bill_stretch_t *st = &o->bill.stretches[i];
+        int64_t to = i + 1 < o->bill.nstretches ? o->bill.stretches[i + 1].from : inv->period_end;
+        pgcopy_row(r, 7);
+        pgcopy_text(r, o->id, o->id_len);
+        pgcopy_timestamptz_ms(r, inv->period_start);
+        pgcopy_timestamptz_ms(r, st->from);
+        pgcopy_timestamptz_ms(r, to > st->from ? to : st->from);
+        copy_cstr(r, st->tier);
+        copy_cstr(r, st->promo);
+        pgcopy_int8(r, st->fee_micros);
+        nrows[BATCH_SUBS]++;
+    }
+}
+
 /* ---------- periods and tiers ---------- */
 
-static void begin_period(org_t *o, int64_t start, int64_t end)
+/* Closes o's open period at `end`, its actual end: the final invoice is encoded for the next
+ * seal and the credits it applied leave the balance. */
+static void close_period(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t end)
+{
+    bill_storage_advance(&o->bill, tier_of(tiers, o), end);
+    bill_invoice_t inv;
+    bill_invoice(&o->bill, end, &inv);
+    encode_invoice(l->fin, l->nfin, o, &inv);
+    bill_settle(&o->bill, &inv);
+    bill_invoice_free(&inv);
+}
+
+static void begin_period(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t start, int64_t end)
 {
     o->period_start = start;
     o->period_end = end;
     o->counted = 0;
     o->packs = 0;
-    char tier[TIERS_NAME_MAX + 1];
-    set_name(tier, o->tier, strlen(o->tier));
-    o->nspans = 0;
-    push_span(o, tier, start);
+    bill_open_period(&o->bill, start, end);
+    fee_stretch(tiers, o, start);
+    note_period_end(l, o);
 }
 
-/* Moves the organization into the period containing ts; returns whether it moved. */
-static bool roll(ledger_t *l, org_t *o, int64_t ts)
+/* Moves the organization into the period containing ts, closing the periods it leaves;
+ * returns whether it moved. */
+static bool roll(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t ts)
 {
     bool rolled = false;
     while (ts >= o->period_end) {
         int64_t start = o->period_end;
         int64_t end = o->period_kind == TIERS_PERIOD_CALENDAR
-                          ? ledger_add_months(ledger_month_start(start), 1)
-                          : ledger_add_months(start, 1);
-        begin_period(o, start, end);
+                          ? cal_add_months(cal_month_start(start), 1)
+                          : cal_add_months(start, 1);
+        close_period(l, tiers, o, start);
+        begin_period(l, tiers, o, start, end);
         rolled = true;
     }
     if (rolled)
@@ -558,42 +637,108 @@ static bool roll(ledger_t *l, org_t *o, int64_t ts)
     return rolled;
 }
 
+/* Budget events due for o now (billing.h). */
+static void check_budget(ledger_t *l, org_t *o)
+{
+    bill_alert_t a[WIRE_MAX_THRESHOLDS + 4];
+    size_t n = 0;
+    bill_check(&o->bill, o->quota_reached, a, sizeof(a) / sizeof(a[0]), &n);
+    o->quota_reached = false;
+    for (size_t i = 0; i < n; i++)
+        alert(l, o, &a[i]);
+    if (n)
+        mark_org(l, o);
+}
+
 static void change_tier(ledger_t *l, const tiers_t *tiers, org_t *o, const tier_t *t,
                         const wire_event_t *ev)
 {
     if (ev->present & WIRE_HAS_PERIOD_START && ev->period_start > o->period_start) {
         int64_t end = ev->present & WIRE_HAS_PERIOD_END ? ev->period_end
-                                                        : ledger_add_months(ev->period_start, 1);
-        begin_period(o, ev->period_start, end);
+                                                        : cal_add_months(ev->period_start, 1);
+        /* the open period ends where the new one starts (at the latest at its own end) */
+        close_period(l, tiers, o,
+                     ev->period_start < o->period_end ? ev->period_start : o->period_end);
+        begin_period(l, tiers, o, ev->period_start, end);
     } else if (ev->present & WIRE_HAS_PERIOD_END && ev->period_end > o->period_start) {
         o->period_end = ev->period_end;
+        bill_set_nominal_end(&o->bill, ev->period_end);
+        note_period_end(l, o);
     }
     set_name(o->tier, t->name, t->name_len);
     o->period_kind = t->period;
-    push_span(o, o->tier, ev->ts > o->period_start ? ev->ts : o->period_start);
     if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED && ev->promo.len) {
-        set_name(o->promo, ev->promo.ptr, ev->promo.len);
-        o->promo_start = o->period_start;
-    } else if (ev->type == WIRE_T_SUBSCRIPTION_CANCELLED) {
-        o->promo[0] = '\0';
+        /* a promotion restated (a renewal) keeps its months */
+        if (strlen(o->promo) != ev->promo.len || memcmp(o->promo, ev->promo.ptr, ev->promo.len)) {
+            set_name(o->promo, ev->promo.ptr, ev->promo.len);
+            o->promo_start = o->period_start;
+        }
+    } else {
+        o->promo[0] = '\0'; /* a subscription without the promotion ends it */
         o->promo_start = -1;
     }
+    fee_stretch(tiers, o, ev->ts > o->period_start ? ev->ts : o->period_start);
+    if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED)
+        bill_one_time(&o->bill, t);
     mark_org(l, o);
-    roll(l, o, ev->ts); /* an explicit period may already be over */
+    roll(l, tiers, o, ev->ts); /* an explicit period may already be over */
     const tier_t *now_t = tier_of(tiers, o);
     admit_all_projects(l, now_t, o, ev->ts);
     release_held(l, now_t, o, ev->ts);
 }
 
+/* Sweep order: by period end, then id — never the table's order, which a restore changes. */
+static int by_end_then_id(const void *a, const void *b)
+{
+    const org_t *x = *(org_t *const *)a, *y = *(org_t *const *)b;
+    if (x->period_end != y->period_end)
+        return x->period_end < y->period_end ? -1 : 1;
+    size_t n = x->id_len < y->id_len ? x->id_len : y->id_len;
+    int c = memcmp(x->id, y->id, n);
+    return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
+}
+
+/* Closes the periods of silent organizations: every period that ended LEDGER_CLOSE_GRACE_MS
+ * before the partition's latest event, organizations in by_end_then_id order. The decisions
+ * and budget events it causes are dated `now`, the causing event's ts. */
+static void sweep(ledger_t *l, const tiers_t *tiers, int64_t now)
+{
+    int64_t horizon = l->watermark - LEDGER_CLOSE_GRACE_MS;
+    int64_t next = INT64_MAX;
+    size_t n = 0;
+    for (org_t *x = l->orgs; x; x = x->hh.next)
+        n += x->period_end <= horizon;
+    org_t **due = n ? malloc(n * sizeof(*due)) : NULL;
+    if (n && !due)
+        abort(); /* out of memory: the restart replays */
+    n = 0;
+    for (org_t *x = l->orgs; x; x = x->hh.next)
+        if (x->period_end <= horizon)
+            due[n++] = x;
+    qsort(due, n, sizeof(*due), by_end_then_id);
+    for (size_t i = 0; i < n; i++) {
+        roll(l, tiers, due[i], horizon);
+        release_held(l, tier_of(tiers, due[i]), due[i], now);
+        check_budget(l, due[i]);
+    }
+    free(due);
+    for (org_t *x = l->orgs; x; x = x->hh.next)
+        if (x->period_end < next)
+            next = x->period_end;
+    l->next_close = next;
+}
+
 /* ---------- apply ---------- */
 
-int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, ledger_result_t *res)
+int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, int64_t cost_nanos,
+                 ledger_result_t *res)
 {
     const tier_t *new_tier = NULL;
     l->ndec = 0;
-    res->note = LEDGER_OK;
-    res->n = 0;
+    l->nalerts = 0;
+    memset(res, 0, sizeof(*res));
     res->decisions = l->dec;
+    res->alerts = l->alerts;
     if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED) {
         new_tier = tiers_find(tiers, ev->tier.ptr, ev->tier.len);
         if (!new_tier)
@@ -604,9 +749,13 @@ int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, ledg
         new_tier = tiers_free_tier(tiers);
     }
     org_t *o = org_get(l, tiers, ev);
-    if (roll(l, o, ev->ts))
+    if (roll(l, tiers, o, ev->ts))
         release_held(l, tier_of(tiers, o), o, ev->ts);
+    if (ev->ts > o->clock)
+        o->clock = ev->ts;
     const tier_t *t = tier_of(tiers, o);
+    bill_storage_advance(&o->bill, t, ev->ts); /* usage up to the organization's clock */
+    mark_org(l, o);
     switch (ev->type) {
     case WIRE_T_AGENT_REQUESTED:
         agent_requested(l, t, o, ev, res);
@@ -627,14 +776,35 @@ int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, ledg
         break;
     case WIRE_T_PACK_PURCHASED:
         o->packs += ev->workflows;
-        mark_org(l, o);
         release_held(l, t, o, ev->ts);
+        break;
+    case WIRE_T_LLM_CALL:
+        bill_llm(&o->bill, t, cost_nanos, ev->byo);
+        break;
+    case WIRE_T_API_CALL:
+        bill_api(&o->bill, t, ev->count);
+        break;
+    case WIRE_T_STORAGE_REPORT:
+        bill_storage_report(&o->bill, t, ev->ts, ev->bytes);
+        break;
+    case WIRE_T_CREDITS_ADDED:
+        bill_credits(&o->bill, ev->amount_micros);
+        break;
+    case WIRE_T_BUDGET_SET:
+        bill_budget(&o->bill, ev->monthly_limit_micros, ev->thresholds, ev->n_thresholds);
         break;
     default:
         break;
     }
+    check_budget(l, o);
+    if (ev->ts > l->watermark)
+        l->watermark = ev->ts;
+    if (l->watermark - LEDGER_CLOSE_GRACE_MS >= l->next_close)
+        sweep(l, tiers, ev->ts);
     res->n = l->ndec;
     res->decisions = l->dec;
+    res->n_alerts = l->nalerts;
+    res->alerts = l->alerts;
     return 0;
 }
 
@@ -682,12 +852,7 @@ static void pack_org(msgpack_packer *pk, const org_t *o)
     msgpack_pack_int64(pk, o->period_end);
     msgpack_pack_int64(pk, o->counted);
     msgpack_pack_int64(pk, o->packs);
-    msgpack_pack_array(pk, o->nspans);
-    for (size_t i = 0; i < o->nspans; i++) {
-        msgpack_pack_array(pk, 2);
-        pack_cstr(pk, o->spans[i].tier);
-        msgpack_pack_int64(pk, o->spans[i].from);
-    }
+    msgpack_pack_int64(pk, o->clock);
     /* open runs, in id-table order; queues are listed per project below */
     msgpack_pack_array(pk, HASH_COUNT(o->runs));
     for (const run_t *r = o->runs; r; r = r->hh.next) {
@@ -715,18 +880,10 @@ static void pack_org(msgpack_packer *pk, const org_t *o)
     msgpack_pack_array(pk, (size_t)o->nheld);
     for (const workflow_t *w = o->held; w; w = w->next)
         pack_str(pk, w->id, w->id_len);
-    msgpack_pack_int64(pk, 0); /* reserved for billing state (a later schema) */
+    bill_pack(pk, &o->bill);
 }
 
 /* ---------- sealing ---------- */
-
-static void copy_ts_or_null(pgcopy_t *b, int64_t ts)
-{
-    if (ts < 0)
-        pgcopy_null(b);
-    else
-        pgcopy_timestamptz_ms(b, ts);
-}
 
 static void free_run(run_t *r)
 {
@@ -743,9 +900,42 @@ static void free_wf(workflow_t *w)
     free(w);
 }
 
-void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t *state, int64_t *nstate,
-                 pgcopy_t *usage, int64_t *nusage, pgcopy_t *runs, int64_t *nruns)
+/* billing_accounts: what the organization's account holds now. */
+static void encode_account(pgcopy_t *r, const org_t *o)
 {
+    char th[WIRE_MAX_THRESHOLDS * 5 + 1];
+    size_t at = 0;
+    for (uint32_t i = 0; i < o->bill.nthresholds; i++)
+        at += (size_t)snprintf(th + at, sizeof(th) - at, "%s%d", i ? "," : "",
+                               (int)o->bill.thresholds[i]);
+    th[at] = '\0';
+    pgcopy_row(r, 8);
+    pgcopy_text(r, o->id, o->id_len);
+    copy_cstr(r, o->tier);
+    copy_cstr(r, o->promo);
+    pgcopy_timestamptz_ms(r, o->period_start);
+    pgcopy_timestamptz_ms(r, o->period_end);
+    pgcopy_int8(r, o->bill.credits_micros);
+    pgcopy_int8(r, o->bill.budget_micros);
+    pgcopy_text(r, th, at);
+}
+
+void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t rows[BATCH_NTABLES],
+                 int64_t nrows[BATCH_NTABLES])
+{
+    pgcopy_t *state = &rows[BATCH_STATE], *usage = &rows[BATCH_USAGE], *runs = &rows[BATCH_RUNS];
+    int64_t *nstate = &nrows[BATCH_STATE], *nusage = &nrows[BATCH_USAGE],
+            *nruns = &nrows[BATCH_RUNS];
+    /* the final invoices of periods closed since the last seal, then every changed
+     * organization's account and draft */
+    for (int t = 0; t < BATCH_NTABLES; t++) {
+        if (l->nfin[t]) {
+            pgcopy_append(&rows[t], l->fin[t].p, l->fin[t].len);
+            nrows[t] += l->nfin[t];
+        }
+        pgcopy_reset(&l->fin[t]);
+        l->nfin[t] = 0;
+    }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -761,6 +951,12 @@ void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t *state, int64_t *n
         pgcopy_text(state, o->id, o->id_len);
         pgcopy_bytea(state, sb.data, sb.size);
         (*nstate)++;
+        encode_account(&rows[BATCH_ACCOUNTS], o);
+        nrows[BATCH_ACCOUNTS]++;
+        bill_invoice_t inv;
+        bill_invoice(&o->bill, -1, &inv);
+        encode_invoice(rows, nrows, o, &inv);
+        bill_invoice_free(&inv);
     }
     l->dirty_orgs = NULL;
     msgpack_sbuffer_destroy(&sb);
@@ -1037,8 +1233,8 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
         msgpack_unpack((const char *)blob, len, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS ||
         off != len)
         goto out;
-    arr_t a, spans, runs, projects, wfs, held;
-    int64_t version, promo_start, kind, ps, pe, counted, packs;
+    arr_t a, runs, projects, wfs, held;
+    int64_t version, promo_start, kind, ps, pe, counted, packs, clock;
     const char *id;
     uint32_t idn;
     if (get_arr(&root, SNAPSHOT_FIELDS, &a) < 0 || get_i64(&a.items[0], &version) < 0 ||
@@ -1054,9 +1250,10 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
         (kind != TIERS_PERIOD_CALENDAR && kind != TIERS_PERIOD_SUBSCRIPTION) ||
         get_i64(&a.items[6], &ps) < 0 || get_i64(&a.items[7], &pe) < 0 || pe <= ps ||
         get_i64(&a.items[8], &counted) < 0 || get_i64(&a.items[9], &packs) < 0 ||
-        get_arr(&a.items[10], 0, &spans) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
+        get_i64(&a.items[10], &clock) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
         get_arr(&a.items[12], 0, &projects) < 0 || get_arr(&a.items[13], 0, &wfs) < 0 ||
-        get_arr(&a.items[14], 0, &held) < 0)
+        get_arr(&a.items[14], 0, &held) < 0 || bill_unpack(&o->bill, &a.items[15]) < 0 ||
+        o->bill.period_start != ps)
         goto bad;
     o->promo_start = promo_start;
     o->period_kind = (tiers_period_t)kind;
@@ -1064,15 +1261,10 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
     o->period_end = pe;
     o->counted = counted;
     o->packs = packs;
-    for (uint32_t i = 0; i < spans.n; i++) {
-        arr_t s;
-        char tier[TIERS_NAME_MAX + 1];
-        int64_t from;
-        if (get_arr(&spans.items[i], 2, &s) < 0 || get_name(&s.items[0], tier) < 0 ||
-            get_i64(&s.items[1], &from) < 0)
-            goto bad;
-        push_span(o, tier, from);
-    }
+    o->clock = clock;
+    if (clock > l->watermark)
+        l->watermark = clock;
+    l->next_close = 0; /* the next apply recomputes it (sweep) */
     if (restore_runs(l, o, &runs, &projects) < 0 || restore_workflows(l, o, &wfs, &held) < 0)
         goto bad;
     /* projects restored without running or queued runs would break the determinism rule */
@@ -1095,7 +1287,11 @@ out:
 
 ledger_t *ledger_new(void)
 {
-    return calloc(1, sizeof(ledger_t));
+    ledger_t *l = calloc(1, sizeof(ledger_t));
+    if (l)
+        for (int t = 0; t < BATCH_NTABLES; t++)
+            pgcopy_init(&l->fin[t]);
+    return l;
 }
 
 static void org_clear(ledger_t *l, org_t *o)
@@ -1127,9 +1323,7 @@ static void org_clear(ledger_t *l, org_t *o)
     }
     o->held = NULL;
     o->nheld = 0;
-    free(o->spans);
-    o->spans = NULL;
-    o->nspans = o->capspans = 0;
+    bill_destroy(&o->bill);
 }
 
 void ledger_free(ledger_t *l)
@@ -1157,6 +1351,9 @@ void ledger_free(ledger_t *l)
         free(o);
     }
     free(l->dec);
+    free(l->alerts);
+    for (int t = 0; t < BATCH_NTABLES; t++)
+        pgcopy_close(&l->fin[t]);
     free(l);
 }
 

@@ -24,6 +24,15 @@
  *    (same day, clamped) for `subscription` tiers. subscription.changed may carry its own
  *    period_start / period_end: a period_start later than the current period's start begins a
  *    new period there.
+ *  - Billing (billing.h) rides along: every event feeds the organization's bill_t with the
+ *    tier in force at its ts; a period that ends is closed — its final invoice encoded for the
+ *    next seal, its credits settled — and the next one opened with the tier's fee in force.
+ *    A period closes when the organization's own next event is at or after its end, or, for
+ *    a silent organization, when any event of the partition is LEDGER_CLOSE_GRACE_MS (1 hour) or
+ *    more past its end: the partition's latest ts is the only notion of "now" replay can
+ *    reproduce, and the grace lets the organizations of one partition lag one another a
+ *    little. Budget events (billing.h) come out like decisions, with the organization they
+ *    concern — which, for a sweep of silent organizations, is not the event's.
  *  - Time is the events' ts and nothing else: a wait is the causing event's ts minus the
  *    request's ts, never negative; periods only move forward (a late event counts in the
  *    current period). Events are applied in partition order, whatever their ts.
@@ -44,11 +53,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
+#include "billing.h"
 #include "pgcopy.h"
 #include "tiers.h"
 #include "wire.h"
 
 typedef struct ledger ledger_t;
+
+/* A silent organization's period closes once an event of its partition is this far past the
+ * period's end. A constant, not a setting: replay must close periods at the same events. */
+#define LEDGER_CLOSE_GRACE_MS 3600000LL
 
 typedef enum {
     LEDGER_AGENT_ADMITTED = 0,
@@ -60,6 +75,7 @@ typedef enum {
 
 typedef struct {
     ledger_decision_kind_t kind;
+    wire_str_t org; /* the organization it concerns */
     wire_str_t project;
     wire_str_t subject; /* the run (agent.*) or the workflow (workflow.*) */
     int64_t waited_ms;  /* admitted, released */
@@ -75,10 +91,18 @@ typedef enum {
     LEDGER_NOOP_UNKNOWN_WORKFLOW /* workflow.finished for a workflow not open here */
 } ledger_note_t;
 
+/* A budget event due (billing.h), for the organization `org`. */
+typedef struct {
+    wire_str_t org;
+    bill_alert_t alert;
+} ledger_alert_t;
+
 typedef struct {
     ledger_note_t note;
     size_t n;
     const ledger_decision_t *decisions;
+    size_t n_alerts;
+    const ledger_alert_t *alerts;
 } ledger_result_t;
 
 /* Refusals: the event is invalid against the tier table; the shell dead-letters it. */
@@ -89,23 +113,34 @@ typedef struct {
 ledger_t *ledger_new(void);
 void ledger_free(ledger_t *l);
 
-/* Applies one validated event of any type (types without admission effect only advance the
- * organization's clock and period). Returns 0 and fills *res; LEDGER_E_UNKNOWN_TIER or
- * LEDGER_E_UNKNOWN_PROMO when a subscription names what the table lacks (nothing changed).
- * Decision views are valid until the next call on l. */
+/* Applies one validated event of any type; cost_nanos is an llm.call's priced cost (0 for
+ * other types). Returns 0 and fills *res; LEDGER_E_UNKNOWN_TIER or LEDGER_E_UNKNOWN_PROMO when
+ * a subscription names what the table lacks (nothing changed). Decision and alert views are
+ * valid until the next call on l. */
 __attribute__((warn_unused_result)) int ledger_apply(ledger_t *l, const tiers_t *tiers,
-                                                     const wire_event_t *ev, ledger_result_t *res);
+                                                     const wire_event_t *ev, int64_t cost_nanos,
+                                                     ledger_result_t *res);
 
-/* Seals what changed since the last seal as binary COPY rows (no header or trailer), with
- * checkpoint_id in the snapshot rows:
- *   state  — ledger_state (checkpoint_id, org_id, state bytea), one per changed organization;
- *   usage  — usage_records (org_id, project_id, workflow_id, complexity, status, tier,
- *            requested_at, started_at, finished_at, billed, overage), one per changed workflow;
- *   runs   — agent_runs (org_id, project_id, run_id, workflow_id, status, requested_at,
- *            admitted_at, finished_at, waited_ms, agent_ms), one per changed run.
- * Adds the row counts to the n* arguments. Drops finished records from memory afterwards. */
-void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t *state, int64_t *nstate,
-                 pgcopy_t *usage, int64_t *nusage, pgcopy_t *runs, int64_t *nruns);
+/* Seals what changed since the last seal as binary COPY rows (no header or trailer) into the
+ * batch tables, adding the row counts to nrows (checkpoint_id goes into the snapshot rows):
+ *   BATCH_STATE    ledger_state (checkpoint_id, org_id, state bytea), per changed organization;
+ *   BATCH_USAGE    usage_records (org_id, project_id, workflow_id, complexity, status, tier,
+ *                  requested_at, started_at, finished_at, billed, overage), per changed workflow;
+ *   BATCH_RUNS     agent_runs (org_id, project_id, run_id, workflow_id, status, requested_at,
+ *                  admitted_at, finished_at, waited_ms, agent_ms), per changed run;
+ *   BATCH_ACCOUNTS billing_accounts (org_id, tier, promo, period_start, period_end,
+ *                  credits_micros, budget_micros, thresholds as "50,80,100"), per changed org;
+ *   BATCH_INVOICES invoices (id, org_id, period_start, period_end, nominal_end, status,
+ *                  subtotal_cents, credits_cents, total_cents): every final invoice of a period
+ *                  closed since the last seal, and the draft of every changed organization;
+ *   BATCH_LINES    invoice_line_items (invoice_id, line_no, kind, detail, description,
+ *                  quantity_raw text, quantity_scale text, unit_price_micros, amount_cents);
+ *   BATCH_ROLLUPS  usage_rollups (org_id, period_start, meter, quantity text), per invoice;
+ *   BATCH_SUBS     subscriptions (org_id, period_start, started_at, ended_at, tier, promo,
+ *                  fee_micros), the stretches of each invoice's period.
+ * Drops finished records from memory afterwards. */
+void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t rows[BATCH_NTABLES],
+                 int64_t nrows[BATCH_NTABLES]);
 
 /* Restores one organization from a snapshot written by ledger_seal. Returns 0, or -1 when the
  * blob is malformed (the caller must not use the partition). */
@@ -122,10 +157,5 @@ size_t ledger_held(const ledger_t *l);
  * organization's state written into buf (truncated to len). Returns the length it needed, or -1
  * when the organization is unknown. */
 int ledger_describe(const ledger_t *l, const char *org, size_t org_len, char *buf, size_t len);
-
-/* Calendar arithmetic used for periods (exposed for tests): the start of the UTC month
- * containing ts, and ts plus `months` months (same day and time, clamped to the month's end). */
-int64_t ledger_month_start(int64_t ts_ms);
-int64_t ledger_add_months(int64_t ts_ms, int months);
 
 #endif

@@ -125,7 +125,8 @@ struct meter {
     metric_t *m_dead[DEAD_COUNT];
     metric_t *m_decisions[WIRE_D_COUNT];
     metric_t *m_decision_latency;
-    metric_t *m_noops[5]; /* by ledger_note_t */
+    metric_t *m_budget[4]; /* warnings, then exceeded by bill_reason_t */
+    metric_t *m_noops[5];  /* by ledger_note_t */
     metric_t *m_running, *m_queued, *m_held, *m_orgs;
     metric_t *m_duplicates, *m_redelivered, *m_gaps, *m_unpriced, *m_ignored;
     metric_t *m_flushes, *m_flush_seconds, *m_flush_messages, *m_fenced, *m_pending, *m_paused,
@@ -253,7 +254,8 @@ static void fatal_oom(meter_t *m, const char *where)
     fatal(m, "out of memory; stopping (unflushed events are replayed on restart)", where);
 }
 
-/* Publishes the decisions one event caused, keyed by org, timed from the event's arrival. */
+/* Publishes the decisions and budget events one event caused, keyed by the organization each
+ * concerns; decisions are timed from the event's arrival. */
 static int publish_decisions(meter_t *m, const wire_event_t *ev, const ledger_result_t *res,
                              uint64_t arrived)
 {
@@ -268,7 +270,7 @@ static int publish_decisions(meter_t *m, const wire_event_t *ev, const ledger_re
         const ledger_decision_t *ld = &res->decisions[i];
         wire_decision_t d = {
             .type = types[ld->kind],
-            .org = ev->org,
+            .org = ld->org,
             .ts = ev->ts,
             .cause = ev->id,
             .project = ld->project,
@@ -278,10 +280,29 @@ static int publish_decisions(meter_t *m, const wire_event_t *ev, const ledger_re
         };
         int n = wire_encode_decision(&d, buf, sizeof(buf));
         if (n < 0 ||
-            producer_send(m->producer, m->cfg->kafka_decisions_topic, ev->org.ptr, ev->org.len, buf,
+            producer_send(m->producer, m->cfg->kafka_decisions_topic, ld->org.ptr, ld->org.len, buf,
                           (size_t)n, NULL, 0, m->m_decision_latency, arrived) < 0)
             return -1;
         metric_inc(m->m_decisions[d.type]);
+    }
+    for (size_t i = 0; i < res->n_alerts; i++) {
+        const ledger_alert_t *la = &res->alerts[i];
+        wire_budget_event_t b = {
+            .exceeded = la->alert.kind == BILL_EXCEEDED,
+            .org = la->org,
+            .ts = ev->ts,
+            .cause = ev->id,
+            .period_start = la->alert.period_start,
+            .threshold = la->alert.threshold,
+            .reason = bill_reason_name(la->alert.reason),
+            .spend_micros = la->alert.spend_micros,
+            .limit_micros = la->alert.limit_micros,
+        };
+        int n = wire_encode_budget_event(&b, buf, sizeof(buf));
+        if (n < 0 || producer_send(m->producer, m->cfg->kafka_budget_topic, la->org.ptr,
+                                   la->org.len, buf, (size_t)n, NULL, 0, NULL, 0) < 0)
+            return -1;
+        metric_inc(m->m_budget[b.exceeded ? la->alert.reason : 0]);
     }
     return 0;
 }
@@ -989,6 +1010,17 @@ static int register_metrics(meter_t *m)
         m->m_decisions[i] = metrics_counter(r, "meterd_decisions_total",
                                             "Admission decisions published, by type.", labels);
         if (!m->m_decisions[i])
+            return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (i == 0)
+            snprintf(labels, sizeof(labels), "type=\"budget.warning\",reason=\"threshold\"");
+        else
+            snprintf(labels, sizeof(labels), "type=\"budget.exceeded\",reason=\"%s\"",
+                     bill_reason_name((bill_reason_t)i));
+        m->m_budget[i] = metrics_counter(r, "meterd_budget_events_total",
+                                         "Budget events published, by type and reason.", labels);
+        if (!m->m_budget[i])
             return -1;
     }
     static const char *const notes[5] = {NULL, "known_run", "unknown_run", "known_workflow",

@@ -184,11 +184,9 @@ int part_skip(part_t *p, int64_t offset)
     return consume(p, offset);
 }
 
-static int apply_llm(part_t *p, const wire_event_t *ev, const pricing_t *prices,
-                     part_effects_t *eff)
+static int apply_llm(part_t *p, const wire_event_t *ev, const pricing_rate_t *rate,
+                     int64_t cost_nanos, part_effects_t *eff)
 {
-    const pricing_rate_t *rate =
-        pricing_lookup(prices, ev->provider.ptr, ev->provider.len, ev->model.ptr, ev->model.len);
     costagg_key_t k = {
         .org = ev->org.ptr,
         .org_len = ev->org.len,
@@ -207,9 +205,7 @@ static int apply_llm(part_t *p, const wire_event_t *ev, const pricing_t *prices,
         .output_tokens = ev->output_tokens,
         .cache_read_tokens = ev->cache_read_tokens,
         .cache_write_tokens = ev->cache_write_tokens,
-        .cost_nanos = rate ? pricing_cost_nanos(rate, ev->input_tokens, ev->output_tokens,
-                                                ev->cache_read_tokens, ev->cache_write_tokens)
-                           : 0,
+        .cost_nanos = cost_nanos,
         .unpriced_calls = rate ? 0 : 1,
     };
     eff->unpriced = rate == NULL;
@@ -229,7 +225,17 @@ int part_apply(part_t *p, int64_t offset, const wire_event_t *ev, const pricing_
         *status = PART_DUPLICATE;
         return consume(p, offset);
     }
-    int rc = ledger_apply(p->ledger, tiers, ev, &eff->ledger);
+    /* priced first: billing (in the ledger) needs the cost */
+    const pricing_rate_t *rate = NULL;
+    int64_t cost_nanos = 0;
+    if (ev->type == WIRE_T_LLM_CALL) {
+        rate = pricing_lookup(prices, ev->provider.ptr, ev->provider.len, ev->model.ptr,
+                              ev->model.len);
+        if (rate)
+            cost_nanos = pricing_cost_nanos(rate, ev->input_tokens, ev->output_tokens,
+                                            ev->cache_read_tokens, ev->cache_write_tokens);
+    }
+    int rc = ledger_apply(p->ledger, tiers, ev, cost_nanos, &eff->ledger);
     if (rc < 0) {
         *status = PART_REFUSED;
         eff->refusal = rc;
@@ -238,7 +244,7 @@ int part_apply(part_t *p, int64_t offset, const wire_event_t *ev, const pricing_
     if (consume(p, offset) < 0 || idset_add(p->ids, h) < 0)
         return -1;
     *status = PART_APPLIED;
-    if (ev->type == WIRE_T_LLM_CALL && apply_llm(p, ev, prices, eff) < 0)
+    if (ev->type == WIRE_T_LLM_CALL && apply_llm(p, ev, rate, cost_nanos, eff) < 0)
         return -1;
     uint8_t bytes[16];
     idhash_to_bytes(h, bytes);
@@ -300,9 +306,7 @@ batch_t *part_seal(part_t *p, bool *oom)
     encode_ids(p, b);
     encode_costs(p->agg, b);
     costagg_clear(p->agg);
-    ledger_seal(p->ledger, p->checkpoint_id, &b->rows[BATCH_STATE], &b->nrows[BATCH_STATE],
-                &b->rows[BATCH_USAGE], &b->nrows[BATCH_USAGE], &b->rows[BATCH_RUNS],
-                &b->nrows[BATCH_RUNS]);
+    ledger_seal(p->ledger, p->checkpoint_id, b->rows, b->nrows);
     for (int t = 0; t < BATCH_NTABLES; t++)
         *oom = *oom || b->rows[t].oom;
     b->partition = p->partition;

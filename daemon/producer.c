@@ -50,7 +50,7 @@ struct producer {
     int64_t sealed_out; /* unacknowledged messages of generations < gen */
     int64_t open_out;   /* unacknowledged messages of generation gen */
     retry_t *retries;
-    rd_kafka_topic_t *warm[2]; /* handles of the output topics, kept to hold their metadata */
+    rd_kafka_topic_t *warm[3]; /* handles of the output topics, kept to hold their metadata */
     metric_t *m_sent, *m_failed;
 };
 
@@ -249,6 +249,7 @@ producer_t *producer_new(uv_loop_t *loop, const config_t *cfg, log_t *log, metri
      * messages after start wait for it (measured: up to a second for the first decisions). */
     p->warm[0] = rd_kafka_topic_new(p->rk, cfg->kafka_dlq_topic, NULL);
     p->warm[1] = rd_kafka_topic_new(p->rk, cfg->kafka_decisions_topic, NULL);
+    p->warm[2] = rd_kafka_topic_new(p->rk, cfg->kafka_budget_topic, NULL);
     p->main_q = rd_kafka_queue_get_main(p->rk);
     if (pipe(p->pipe_fds) < 0 || fcntl(p->pipe_fds[0], F_SETFL, O_NONBLOCK) < 0 ||
         fcntl(p->pipe_fds[1], F_SETFL, O_NONBLOCK) < 0) {

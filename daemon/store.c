@@ -637,7 +637,27 @@ static const char staging_sql[] =
     " project_id text COLLATE \"C\" NOT NULL, run_id text COLLATE \"C\" NOT NULL,"
     " workflow_id text COLLATE \"C\" NOT NULL, status text NOT NULL,"
     " requested_at timestamptz NOT NULL, admitted_at timestamptz, finished_at timestamptz,"
-    " waited_ms bigint NOT NULL, agent_ms bigint NOT NULL) ON COMMIT DELETE ROWS";
+    " waited_ms bigint NOT NULL, agent_ms bigint NOT NULL) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE accounts_staging (org_id text COLLATE \"C\" NOT NULL, tier text NOT NULL,"
+    " promo text NOT NULL, period_start timestamptz NOT NULL, period_end timestamptz NOT NULL,"
+    " credits_micros bigint NOT NULL, budget_micros bigint NOT NULL, thresholds text NOT NULL)"
+    " ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE invoices_staging (id text COLLATE \"C\" NOT NULL,"
+    " org_id text COLLATE \"C\" NOT NULL, period_start timestamptz NOT NULL,"
+    " period_end timestamptz NOT NULL, nominal_end timestamptz NOT NULL, status text NOT NULL,"
+    " subtotal_cents bigint NOT NULL, credits_cents bigint NOT NULL, total_cents bigint NOT NULL)"
+    " ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE lines_staging (invoice_id text COLLATE \"C\" NOT NULL,"
+    " line_no integer NOT NULL, kind text NOT NULL, detail text NOT NULL,"
+    " description text NOT NULL, quantity_raw text NOT NULL, quantity_scale text NOT NULL,"
+    " unit_price_micros bigint NOT NULL, amount_cents bigint NOT NULL) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE rollups_staging (org_id text COLLATE \"C\" NOT NULL,"
+    " period_start timestamptz NOT NULL, meter text NOT NULL, quantity text NOT NULL)"
+    " ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE subs_staging (org_id text COLLATE \"C\" NOT NULL,"
+    " period_start timestamptz NOT NULL, started_at timestamptz NOT NULL,"
+    " ended_at timestamptz NOT NULL, tier text NOT NULL, promo text NOT NULL,"
+    " fee_micros bigint NOT NULL) ON COMMIT DELETE ROWS";
 
 /* How each batch table reaches PostgreSQL: a binary COPY, into the table itself or into its
  * staging table, then (for staged ones) one statement that merges staging into the table.
@@ -700,6 +720,57 @@ static const struct {
          " status = EXCLUDED.status, admitted_at = EXCLUDED.admitted_at,"
          " finished_at = EXCLUDED.finished_at, waited_ms = EXCLUDED.waited_ms,"
          " agent_ms = EXCLUDED.agent_ms, updated_at = now()"},
+    [BATCH_ACCOUNTS] =
+        {"COPY accounts_staging (org_id, tier, promo, period_start, period_end, credits_micros,"
+         " budget_micros, thresholds) FROM STDIN (FORMAT binary)",
+         "INSERT INTO billing_accounts (org_id, tier, promo, period_start, period_end,"
+         " credits_micros, budget_micros, thresholds)"
+         " SELECT DISTINCT ON (org_id) org_id, tier, promo, period_start, period_end,"
+         " credits_micros, budget_micros,"
+         " coalesce(string_to_array(nullif(thresholds, ''), ',')::integer[], '{}')"
+         " FROM accounts_staging"
+         " ON CONFLICT (org_id) DO UPDATE SET tier = EXCLUDED.tier, promo = EXCLUDED.promo,"
+         " period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,"
+         " credits_micros = EXCLUDED.credits_micros, budget_micros = EXCLUDED.budget_micros,"
+         " thresholds = EXCLUDED.thresholds, updated_at = now()"},
+    /* An invoice is rewritten whole: its row upserted, its lines and its period's stretches
+     * deleted here and inserted again by the next two targets. */
+    [BATCH_INVOICES] =
+        {"COPY invoices_staging (id, org_id, period_start, period_end, nominal_end, status,"
+         " subtotal_cents, credits_cents, total_cents) FROM STDIN (FORMAT binary)",
+         "WITH up AS (INSERT INTO invoices (id, org_id, period_start, period_end, nominal_end,"
+         " status, subtotal_cents, credits_cents, total_cents)"
+         " SELECT DISTINCT ON (id) id, org_id, period_start, period_end, nominal_end, status,"
+         " subtotal_cents, credits_cents, total_cents FROM invoices_staging"
+         " ON CONFLICT (id) DO UPDATE SET period_end = EXCLUDED.period_end,"
+         " nominal_end = EXCLUDED.nominal_end, status = EXCLUDED.status,"
+         " subtotal_cents = EXCLUDED.subtotal_cents, credits_cents = EXCLUDED.credits_cents,"
+         " total_cents = EXCLUDED.total_cents, updated_at = now() RETURNING id),"
+         " subs AS (DELETE FROM subscriptions s USING invoices_staging i"
+         " WHERE s.org_id = i.org_id AND s.period_start = i.period_start)"
+         " DELETE FROM invoice_line_items WHERE invoice_id IN (SELECT id FROM up)"},
+    [BATCH_LINES] =
+        {"COPY lines_staging (invoice_id, line_no, kind, detail, description, quantity_raw,"
+         " quantity_scale, unit_price_micros, amount_cents) FROM STDIN (FORMAT binary)",
+         "INSERT INTO invoice_line_items (invoice_id, line_no, kind, detail, description,"
+         " quantity, quantity_raw, quantity_scale, unit_price_micros, amount_cents)"
+         " SELECT DISTINCT ON (invoice_id, line_no) invoice_id, line_no, kind, detail,"
+         " description, quantity_raw::numeric / quantity_scale::numeric, quantity_raw::numeric,"
+         " quantity_scale::numeric, unit_price_micros, amount_cents FROM lines_staging"},
+    [BATCH_ROLLUPS] =
+        {"COPY rollups_staging (org_id, period_start, meter, quantity) FROM STDIN (FORMAT binary)",
+         "INSERT INTO usage_rollups (org_id, period_start, meter, quantity)"
+         " SELECT DISTINCT ON (org_id, period_start, meter) org_id, period_start, meter,"
+         " quantity::numeric FROM rollups_staging"
+         " ON CONFLICT (org_id, period_start, meter) DO UPDATE SET"
+         " quantity = EXCLUDED.quantity, updated_at = now()"},
+    [BATCH_SUBS] =
+        {"COPY subs_staging (org_id, period_start, started_at, ended_at, tier, promo, fee_micros)"
+         " FROM STDIN (FORMAT binary)",
+         "INSERT INTO subscriptions (org_id, period_start, started_at, ended_at, tier, promo,"
+         " fee_micros)"
+         " SELECT DISTINCT ON (org_id, period_start, started_at) org_id, period_start,"
+         " started_at, ended_at, tier, promo, fee_micros FROM subs_staging"},
 };
 
 static void setup_next(store_t *s)

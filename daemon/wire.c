@@ -972,23 +972,20 @@ const char *wire_decision_name(wire_decision_type_t t)
     return (unsigned)t < WIRE_D_COUNT ? decision_names[t] : "unknown";
 }
 
-void wire_decision_id(const wire_decision_t *d, char out[WIRE_OUTPUT_ID_LEN + 1])
+/* "<prefix>-" and the hex XXH3-128 of the parts, each followed by 0xFF. */
+static void output_id(char prefix, const wire_str_t *parts, size_t n,
+                      char out[WIRE_OUTPUT_ID_LEN + 1])
 {
     static const char hex[] = "0123456789abcdef";
-    XXH3_state_t st;
     static const unsigned char sep = 0xff;
-    const char *type = wire_decision_name(d->type);
+    XXH3_state_t st;
     XXH3_128bits_reset(&st);
-    XXH3_128bits_update(&st, d->org.ptr, d->org.len);
-    XXH3_128bits_update(&st, &sep, 1);
-    XXH3_128bits_update(&st, d->cause.ptr, d->cause.len);
-    XXH3_128bits_update(&st, &sep, 1);
-    XXH3_128bits_update(&st, type, strlen(type));
-    XXH3_128bits_update(&st, &sep, 1);
-    XXH3_128bits_update(&st, d->subject.ptr, d->subject.len);
-    XXH3_128bits_update(&st, &sep, 1);
+    for (size_t i = 0; i < n; i++) {
+        XXH3_128bits_update(&st, parts[i].ptr, parts[i].len);
+        XXH3_128bits_update(&st, &sep, 1);
+    }
     XXH128_hash_t h = XXH3_128bits_digest(&st);
-    out[0] = 'd';
+    out[0] = prefix;
     out[1] = '-';
     for (int i = 0; i < 16; i++) {
         uint8_t b = (uint8_t)((i < 8 ? h.high64 >> (56 - 8 * i) : h.low64 >> (56 - 8 * (i - 8))));
@@ -996,6 +993,27 @@ void wire_decision_id(const wire_decision_t *d, char out[WIRE_OUTPUT_ID_LEN + 1]
         out[3 + 2 * i] = hex[b & 15];
     }
     out[WIRE_OUTPUT_ID_LEN] = '\0';
+}
+
+void wire_decision_id(const wire_decision_t *d, char out[WIRE_OUTPUT_ID_LEN + 1])
+{
+    const char *type = wire_decision_name(d->type);
+    wire_str_t parts[4] = {d->org, d->cause, {type, (uint32_t)strlen(type)}, d->subject};
+    output_id('d', parts, 4, out);
+}
+
+void wire_budget_event_id(const wire_budget_event_t *b, char out[WIRE_OUTPUT_ID_LEN + 1])
+{
+    char start[24], what[24];
+    const char *type = b->exceeded ? "budget.exceeded" : "budget.warning";
+    int ns = snprintf(start, sizeof(start), "%lld", (long long)b->period_start);
+    int nw = b->exceeded ? (int)strlen(b->reason)
+                         : snprintf(what, sizeof(what), "%d", (int)b->threshold);
+    wire_str_t parts[4] = {b->org,
+                           {start, (uint32_t)ns},
+                           {type, (uint32_t)strlen(type)},
+                           {b->exceeded ? b->reason : what, (uint32_t)nw}};
+    output_id('b', parts, 4, out);
 }
 
 /* A fixed-buffer msgpack writer: msgpack-c's packer over a bounded buffer. */
@@ -1066,5 +1084,30 @@ int wire_encode_decision(const wire_decision_t *d, char *out, size_t cap)
     default:
         return -1;
     }
+    return f.overflow ? -1 : (int)f.len;
+}
+
+int wire_encode_budget_event(const wire_budget_event_t *b, char *out, size_t cap)
+{
+    fixbuf_t f = {out, 0, cap, false};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &f, fixbuf_write);
+    char id[WIRE_OUTPUT_ID_LEN + 1];
+    wire_budget_event_id(b, id);
+    const char *type = b->exceeded ? "budget.exceeded" : "budget.warning";
+    msgpack_pack_map(&pk, 10);
+    kv_int(&pk, "v", WIRE_VERSION);
+    kv_str(&pk, "id", id, WIRE_OUTPUT_ID_LEN);
+    kv_str(&pk, "type", type, strlen(type));
+    kv_str(&pk, "org", b->org.ptr, b->org.len);
+    kv_int(&pk, "ts", b->ts);
+    kv_int(&pk, "period_start", b->period_start);
+    if (b->exceeded)
+        kv_str(&pk, "reason", b->reason, strlen(b->reason));
+    else
+        kv_int(&pk, "threshold", b->threshold);
+    kv_int(&pk, "spend_micros", b->spend_micros);
+    kv_int(&pk, "limit_micros", b->limit_micros);
+    kv_str(&pk, "cause", b->cause.ptr, b->cause.len);
     return f.overflow ? -1 : (int)f.len;
 }

@@ -182,6 +182,29 @@ int wire_encode_decision(const wire_decision_t *d, char *out, size_t cap);
 
 const char *wire_decision_name(wire_decision_type_t t);
 
+/* A budget event on budget.events (PRODUCT.md): budget.warning carries `threshold`,
+ * budget.exceeded `reason` ("budget", "workflow_quota" or "credits"). */
+typedef struct {
+    bool exceeded;
+    wire_str_t org;
+    int64_t ts;       /* the causing event's ts */
+    wire_str_t cause; /* the causing event's id */
+    int64_t period_start;
+    int32_t threshold;  /* warning: percent */
+    const char *reason; /* exceeded */
+    int64_t spend_micros;
+    int64_t limit_micros;
+} wire_budget_event_t;
+
+/* The budget event's deterministic id: "b-" and the hex XXH3-128 of (org, decimal
+ * period_start, type, decimal threshold or reason), each followed by 0xFF: one id per cause
+ * per period, so that a repeat is recognisable. */
+void wire_budget_event_id(const wire_budget_event_t *b, char out[WIRE_OUTPUT_ID_LEN + 1]);
+
+/* Encodes b as one msgpack map into out[0..cap). Returns the length, or -1 when cap is too
+ * small (1 KiB always suffices). */
+int wire_encode_budget_event(const wire_budget_event_t *b, char *out, size_t cap);
+
 /* Checks that buf[0..len) is exactly one msgpack object whose declared lengths and counts fit
  * in the bytes that follow and whose nesting is at most WIRE_MAX_DEPTH — what makes
  * msgpack_unpack safe on untrusted bytes (its allocations stay a small multiple of len).

@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "calendar.h"
 #include "ledger.h"
 #include "testtiers.h"
 #include "pgcopy.h"
@@ -276,7 +277,7 @@ static void apply_check(ledger_t *l, const ev_t *e, int rc, ledger_note_t note, 
 {
     wire_event_t ev = mkev(e, "e");
     ledger_result_t res = {.note = (ledger_note_t)99, .n = 99};
-    int got = ledger_apply(l, tiers, &ev, &res);
+    int got = ledger_apply(l, tiers, &ev, 0, &res);
     if (got != rc)
         print_error("%s: ledger_apply returned %d, want %d\n", where, got, rc);
     assert_int_equal(got, rc);
@@ -533,7 +534,7 @@ typedef struct {
     size_t nusage;
     run_row_t *runs;
     size_t nruns;
-    pgcopy_t raw[3]; /* the bytes as sealed: state, usage, runs */
+    pgcopy_t raw[BATCH_NTABLES]; /* the bytes as sealed, by batch table */
 } sealed_t;
 
 static void sealed_free(sealed_t *s)
@@ -543,7 +544,7 @@ static void sealed_free(sealed_t *s)
     free(s->state);
     free(s->usage);
     free(s->runs);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < BATCH_NTABLES; i++)
         pgcopy_close(&s->raw[i]);
     memset(s, 0, sizeof(*s));
 }
@@ -552,14 +553,19 @@ static void sealed_free(sealed_t *s)
 static void seal(ledger_t *l, int32_t checkpoint, sealed_t *out)
 {
     memset(out, 0, sizeof(*out));
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < BATCH_NTABLES; i++)
         pgcopy_init(&out->raw[i]);
-    int64_t nstate = 100, nusage = 200, nruns = 300; /* ledger_seal adds to them */
-    ledger_seal(l, checkpoint, &out->raw[0], &nstate, &out->raw[1], &nusage, &out->raw[2], &nruns);
-    for (int i = 0; i < 3; i++)
+    int64_t nrows[BATCH_NTABLES] = {0};
+    nrows[BATCH_STATE] = 100; /* ledger_seal adds to them */
+    nrows[BATCH_USAGE] = 200;
+    nrows[BATCH_RUNS] = 300;
+    ledger_seal(l, checkpoint, out->raw, nrows);
+    int64_t nstate = nrows[BATCH_STATE], nusage = nrows[BATCH_USAGE], nruns = nrows[BATCH_RUNS];
+    for (int i = 0; i < BATCH_NTABLES; i++)
         assert_false(out->raw[i].oom);
 
-    reader_t r = {(const uint8_t *)out->raw[0].p, (const uint8_t *)out->raw[0].p + out->raw[0].len};
+    reader_t r = {(const uint8_t *)out->raw[BATCH_STATE].p,
+                  (const uint8_t *)out->raw[BATCH_STATE].p + out->raw[BATCH_STATE].len};
     while (r.p < r.end) {
         out->state = realloc(out->state, (out->nstate + 1) * sizeof(*out->state));
         assert_non_null(out->state);
@@ -576,8 +582,8 @@ static void seal(ledger_t *l, int32_t checkpoint, sealed_t *out)
     }
     assert_int_equal(nstate, 100 + (int64_t)out->nstate);
 
-    r = (reader_t){(const uint8_t *)out->raw[1].p,
-                   (const uint8_t *)out->raw[1].p + out->raw[1].len};
+    r = (reader_t){(const uint8_t *)out->raw[BATCH_USAGE].p,
+                   (const uint8_t *)out->raw[BATCH_USAGE].p + out->raw[BATCH_USAGE].len};
     while (r.p < r.end) {
         out->usage = realloc(out->usage, (out->nusage + 1) * sizeof(*out->usage));
         assert_non_null(out->usage);
@@ -597,8 +603,8 @@ static void seal(ledger_t *l, int32_t checkpoint, sealed_t *out)
     }
     assert_int_equal(nusage, 200 + (int64_t)out->nusage);
 
-    r = (reader_t){(const uint8_t *)out->raw[2].p,
-                   (const uint8_t *)out->raw[2].p + out->raw[2].len};
+    r = (reader_t){(const uint8_t *)out->raw[BATCH_RUNS].p,
+                   (const uint8_t *)out->raw[BATCH_RUNS].p + out->raw[BATCH_RUNS].len};
     while (r.p < r.end) {
         out->runs = realloc(out->runs, (out->nruns + 1) * sizeof(*out->runs));
         assert_non_null(out->runs);
@@ -732,7 +738,7 @@ static void test_month_start(void **state)
         {32503680000000LL, 32503680000000LL}, /* WIRE_MAX_TS, 3000-01-01 */
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        int64_t got = ledger_month_start(cases[i].ts);
+        int64_t got = cal_month_start(cases[i].ts);
         if (got != cases[i].want)
             print_error("month_start(%lld) = %lld, want %lld\n", (long long)cases[i].ts,
                         (long long)got, (long long)cases[i].want);
@@ -775,7 +781,7 @@ static void test_add_months(void **state)
         {-28900800000LL, 1, -26481600000LL}, /* 1969-01-31T12:00 → 1969-02-28T12:00 */
     };
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        int64_t got = ledger_add_months(cases[i].ts, cases[i].months);
+        int64_t got = cal_add_months(cases[i].ts, cases[i].months);
         if (got != cases[i].want)
             print_error("add_months(%lld, %d) = %lld, want %lld\n", (long long)cases[i].ts,
                         cases[i].months, (long long)got, (long long)cases[i].want);
@@ -2040,9 +2046,9 @@ static void test_snapshot_replay(void **state)
     seal(a, 7, &sa);
     seal(b, 7, &sb);
     assert_int_equal(sa.nstate, 5);
-    assert_same_bytes(&sa.raw[0], &sb.raw[0], "state");
-    assert_same_bytes(&sa.raw[1], &sb.raw[1], "usage");
-    assert_same_bytes(&sa.raw[2], &sb.raw[2], "runs");
+    assert_same_bytes(&sa.raw[BATCH_STATE], &sb.raw[BATCH_STATE], "state");
+    assert_same_bytes(&sa.raw[BATCH_USAGE], &sb.raw[BATCH_USAGE], "usage");
+    assert_same_bytes(&sa.raw[BATCH_RUNS], &sb.raw[BATCH_RUNS], "runs");
     const want_usage_t w1 = {"w1",   "pA",   "medium", "succeeded", "free",
                              T0 + 6, T0 + 6, T0 + 102, true,        false};
     check_usage(&sa, "acme", &w1);
@@ -2063,7 +2069,7 @@ static void test_snapshot_replay(void **state)
  * 13 workflows [id, project, complexity, state, tier, requested_at, started_at, billed,
  * overage], 14 held ids, 15 reserved]. */
 typedef enum {
-    M_VERSION_2,
+    M_VERSION_NEXT,
     M_VERSION_0,
     M_NOT_ARRAY,
     M_SHORT_ARRAY,
@@ -2136,8 +2142,8 @@ static void mutate(const uint8_t *blob, size_t len, mutation_t m, msgpack_sbuffe
     assert_int_equal(root.via.array.size, 16);
     msgpack_object *projects = &f[12];
     switch (m) {
-    case M_VERSION_2:
-        set_int(&f[0], 2);
+    case M_VERSION_NEXT:
+        set_int(&f[0], 3); /* a version this build does not know */
         break;
     case M_VERSION_0:
         set_int(&f[0], 0);
@@ -2409,7 +2415,7 @@ static void test_restore_forged_lengths(void **state)
 }
 
 static const char *const MUTATION_NAMES[M_COUNT] = {
-    "version 2",     "version 0",       "not an array",   "short array",
+    "version 3",     "version 0",       "not an array",   "short array",
     "empty org",     "inverted period", "period kind",    "queued run on no queue",
     "held not held", "queued twice",    "unknown queued", "running queued",
     "other project", "finished run",    "duplicate run",  "bad requested_at",
@@ -2473,7 +2479,7 @@ static void test_restore_twice(void **state)
 }
 
 static const mutation_t MUTATIONS[M_COUNT] = {
-    M_VERSION_2,       M_VERSION_0,     M_NOT_ARRAY,     M_SHORT_ARRAY,   M_EMPTY_ORG,
+    M_VERSION_NEXT,    M_VERSION_0,     M_NOT_ARRAY,     M_SHORT_ARRAY,   M_EMPTY_ORG,
     M_PERIOD_INVERTED, M_PERIOD_KIND,   M_QUEUE_MISSING, M_HELD_MISSING,  M_QUEUE_TWICE,
     M_QUEUE_UNKNOWN,   M_QUEUE_RUNNING, M_QUEUE_OTHER,   M_RUN_FINISHED,  M_RUN_DUPLICATE,
     M_RUN_BAD_FIELD,   M_IDLE_PROJECT,  M_HELD_RUNNING,  M_WF_COMPLEXITY, M_TIER_TOO_LONG,
@@ -2507,7 +2513,7 @@ int main(void)
 /* one test per snapshot edit, named after it */
 #define MUT(m_, name_)                                                                             \
     {"test_restore_mutation: " name_, test_restore_mutation, NULL, NULL, (void *)&MUTATIONS[m_]}
-        MUT(M_VERSION_2, "version 2"),
+        MUT(M_VERSION_NEXT, "version 3"),
         MUT(M_VERSION_0, "version 0"),
         MUT(M_NOT_ARRAY, "not an array"),
         MUT(M_SHORT_ARRAY, "short array"),

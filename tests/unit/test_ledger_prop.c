@@ -92,7 +92,7 @@ static bool chance(double p)
     return (double)(rng_next() >> 11) / 9007199254740992.0 < p;
 }
 
-/* ---- calendar (libc, independent of ledger_month_start / ledger_add_months) --------------- */
+/* ---- calendar (libc, independent of daemon/calendar.c) ------------------------------------ */
 
 static int64_t cal_month_start(int64_t ms)
 {
@@ -183,6 +183,9 @@ typedef struct {
 } morg_t;
 
 static morg_t orgs[N_ORGS];
+static int seen_order[N_ORGS]; /* organizations in the order ledger A first saw them */
+static int nseen;
+static int64_t watermark; /* the latest ts applied */
 static runrec_t *runrecs;
 static size_t nrunrecs, caprunrecs;
 static wfrec_t *wfrecs;
@@ -324,8 +327,8 @@ typedef struct {
 } spec_t;
 
 static struct {
-    long events, admitted, queued, held, released, rolls, tier_changes, downgrades_over, refused,
-        noops, packs, seals_c, checkpoints, max_queue, max_hold, rows_usage, rows_runs;
+    long sweeps, events, admitted, queued, held, released, rolls, tier_changes, downgrades_over,
+        refused, noops, packs, seals_c, checkpoints, max_queue, max_hold, rows_usage, rows_runs;
 } stats;
 
 static size_t event_index;
@@ -405,6 +408,7 @@ static void expect_releases(morg_t *o, cursor_t *c, int64_t ts)
         mwf_t *w = hold_head(o);
         const ledger_decision_t *d = next_decision(c, "workflow.released");
         CHECK(d->kind == LEDGER_WORKFLOW_RELEASED, "want the release of %s", w->id);
+        CHECK(str_is(d->org, o->name), "the release of %s concerns %s", w->id, o->name);
         CHECK(str_is(d->subject, w->id), "releases go oldest first: want %s", w->id);
         CHECK(str_is(d->project, pname[w->proj]), "release project");
         CHECK(d->waited_ms == ts - w->req, "release wait %lld, want %lld", (long long)d->waited_ms,
@@ -533,6 +537,7 @@ static void book_apply(const spec_t *s, int rc, const ledger_result_t *res)
     int64_t ts = s->ts;
     if (!o->seen) {
         o->seen = true;
+        seen_order[nseen++] = s->org;
         o->tier = FREE;
         o->calendar = true;
         begin_period(o, cal_month_start(ts), cal_add_months(cal_month_start(ts), 1));
@@ -678,6 +683,25 @@ static void book_apply(const spec_t *s, int rc, const ledger_result_t *res)
         break;
     default:
         break;
+    }
+    /* Silent organizations: every period that ended LEDGER_CLOSE_GRACE_MS before the latest ts
+     * closes now, by period end then name; releases are caused now. */
+    if (ts > watermark)
+        watermark = ts;
+    for (;;) {
+        morg_t *next = NULL;
+        for (int i = 0; i < nseen; i++) {
+            morg_t *x = &orgs[seen_order[i]];
+            if (x->pe + LEDGER_CLOSE_GRACE_MS > watermark)
+                continue;
+            if (!next || x->pe < next->pe || (x->pe == next->pe && strcmp(x->name, next->name) < 0))
+                next = x;
+        }
+        if (!next)
+            break;
+        roll(next, watermark - LEDGER_CLOSE_GRACE_MS);
+        stats.sweeps++;
+        expect_releases(next, &c, ts);
     }
     CHECK(c.i == res->n, "%zu unexpected decision(s) after the %zu expected", res->n - c.i, c.i);
     CHECK(res->note == note, "note %d, want %d", res->note, note);
@@ -970,13 +994,15 @@ static size_t blob_len[N_ORGS];
  * against the book (one row per record changed since the last seal, with its current values). */
 static void seal_and_check(ledger_t *a, int32_t checkpoint)
 {
-    pgcopy_t st, us, ru;
-    pgcopy_init(&st);
-    pgcopy_init(&us);
-    pgcopy_init(&ru);
-    int64_t ns = 0, nu = 0, nr = 0;
-    ledger_seal(a, checkpoint, &st, &ns, &us, &nu, &ru, &nr);
-    assert_false(st.oom || us.oom || ru.oom);
+    pgcopy_t sealed[BATCH_NTABLES];
+    for (int i = 0; i < BATCH_NTABLES; i++)
+        pgcopy_init(&sealed[i]);
+    int64_t nrows[BATCH_NTABLES] = {0};
+    ledger_seal(a, checkpoint, sealed, nrows);
+    for (int i = 0; i < BATCH_NTABLES; i++)
+        assert_false(sealed[i].oom);
+    pgcopy_t st = sealed[BATCH_STATE], us = sealed[BATCH_USAGE], ru = sealed[BATCH_RUNS];
+    int64_t ns = nrows[BATCH_STATE], nu = nrows[BATCH_USAGE], nr = nrows[BATCH_RUNS];
 
     reader_t r = {(const uint8_t *)st.p, (const uint8_t *)st.p + st.len};
     int64_t rows = 0;
@@ -1092,9 +1118,8 @@ static void seal_and_check(ledger_t *a, int32_t checkpoint)
     assert_int_equal((size_t)nr, ndirty_runs);
     ndirty_runs = 0;
     stats.rows_runs += nr;
-    pgcopy_close(&st);
-    pgcopy_close(&us);
-    pgcopy_close(&ru);
+    for (int i = 0; i < BATCH_NTABLES; i++)
+        pgcopy_close(&sealed[i]);
 }
 
 /* ---- replay and seal-timing twins -------------------------------------------------------- */
@@ -1161,7 +1186,7 @@ static void twin_apply(twin_t *t, const wire_event_t *ev, int want_rc, ledger_no
     if (!t->l || t->diverged)
         return;
     ledger_result_t res;
-    int rc = ledger_apply(t->l, tiers, ev, &res);
+    int rc = ledger_apply(t->l, tiers, ev, 0, &res);
     if (rc != want_rc) {
         twin_mismatch(t, "rc %d, A %d", rc, want_rc);
         return;
@@ -1294,7 +1319,7 @@ static void test_properties(void **state)
         cur_spec = &s;
         wire_event_t ev = build_event(&s);
         ledger_result_t res;
-        int rc = ledger_apply(a, tiers, &ev, &res);
+        int rc = ledger_apply(a, tiers, &ev, 0, &res);
         cur_res = &res;
         book_apply(&s, rc, &res);
         check_describe(a, &orgs[s.org]);
@@ -1306,15 +1331,13 @@ static void test_properties(void **state)
         twin_apply(&d, &ev, rc, note, a);
         stats.events++;
         if (chance(1.0 / 150)) {
-            pgcopy_t x, y, z;
-            pgcopy_init(&x);
-            pgcopy_init(&y);
-            pgcopy_init(&z);
-            int64_t n1 = 0, n2 = 0, n3 = 0;
-            ledger_seal(c.l, 1, &x, &n1, &y, &n2, &z, &n3);
-            pgcopy_close(&x);
-            pgcopy_close(&y);
-            pgcopy_close(&z);
+            pgcopy_t rows[BATCH_NTABLES];
+            for (int i = 0; i < BATCH_NTABLES; i++)
+                pgcopy_init(&rows[i]);
+            int64_t nrows[BATCH_NTABLES] = {0};
+            ledger_seal(c.l, 1, rows, nrows);
+            for (int i = 0; i < BATCH_NTABLES; i++)
+                pgcopy_close(&rows[i]);
             stats.seals_c++;
         }
         if ((event_index + 1) % CHECKPOINT == 0) {
@@ -1348,14 +1371,15 @@ static void test_properties(void **state)
         assert_int_equal(ledger_held(all[i]), held);
     }
     printf("events %ld orgs %zu (%.2f s): admitted %ld queued %ld (longest queue %ld) held %ld "
-           "(longest %ld) released %ld; rolls %ld, tier changes %ld (downgrades below the "
+           "(longest %ld) released %ld; rolls %ld (%ld periods of silent organizations closed), "
+           "tier changes %ld (downgrades below the "
            "running count %ld), packs %ld, refused %ld, no-ops %ld; C sealed %ld times; "
            "%ld checkpoints checked %ld usage and %ld run rows; open at the end: running %zu "
            "queued %zu held %zu\n",
            stats.events, seen, secs, stats.admitted, stats.queued, stats.max_queue, stats.held,
-           stats.max_hold, stats.released, stats.rolls, stats.tier_changes, stats.downgrades_over,
-           stats.packs, stats.refused, stats.noops, stats.seals_c, stats.checkpoints,
-           stats.rows_usage, stats.rows_runs, running, queued, held);
+           stats.max_hold, stats.released, stats.rolls, stats.sweeps, stats.tier_changes,
+           stats.downgrades_over, stats.packs, stats.refused, stats.noops, stats.seals_c,
+           stats.checkpoints, stats.rows_usage, stats.rows_runs, running, queued, held);
     printf("replay: B %ld mismatch(es), C %ld, D %ld\n", b.mismatches, c.mismatches, d.mismatches);
     fflush(stdout);
     ledger_free(a);
