@@ -72,6 +72,26 @@ def main():
              " round(sum(agent_ms) / 3.6e6, 1) AS agent_hours FROM agent_runs GROUP BY status"
              " UNION ALL SELECT 'workflow', status, count(*), NULL FROM usage_records"
              " GROUP BY status ORDER BY 1, 2")
+        show("Invoices (drafts until the period ends, then final), by current tier and status:",
+             pg,
+             "SELECT a.tier, i.status, count(*) AS invoices,"
+             " to_char(sum(i.subtotal_cents) / 100.0, 'FM9999990.00') AS subtotal_usd,"
+             " to_char(sum(i.credits_cents) / 100.0, 'FM9999990.00') AS credits_usd,"
+             " to_char(sum(i.total_cents) / 100.0, 'FM9999990.00') AS total_usd"
+             " FROM invoices i JOIN billing_accounts a USING (org_id)"
+             " GROUP BY 1, 2 ORDER BY 1, 2")
+        show("The largest invoice, line by line:", pg,
+             "SELECT l.line_no, l.kind, l.description,"
+             " to_char(l.amount_cents / 100.0, 'FM9999990.00') AS usd"
+             " FROM invoice_line_items l WHERE l.invoice_id = (SELECT id FROM invoices"
+             " ORDER BY total_cents DESC, id LIMIT 1) ORDER BY l.line_no")
+        show("Reconciliation (invoice_reconciliation: every line recomputed, totals re-summed):",
+             pg, "SELECT count(*) AS invoices, count(*) FILTER (WHERE ok) AS ok,"
+                 " count(*) FILTER (WHERE NOT ok) AS not_ok FROM invoice_reconciliation")
+        budget = [msgpack.unpackb(r.value) for r in read_topic(broker.bootstrap, "budget.events")]
+        print("\nBudget events on budget.events: %d" % len(budget))
+        for b in budget[:3]:
+            print("  e.g. %s" % b)
         decisions = [msgpack.unpackb(r.value) for r in read_topic(broker.bootstrap,
                                                                    "meter.decisions")]
         kinds = {}
