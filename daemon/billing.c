@@ -14,23 +14,22 @@
 
 #include "calendar.h"
 
-#define NANOS_PER_USD  1000000000LL
-#define MICROS_PER_CT  10000LL
-#define BYTES_PER_GB   1000000000LL
-#define MS_PER_HOUR    3600000LL
+#define NANOS_PER_USD   1000000000LL
+#define MICROS_PER_CT   10000LL
+#define BYTES_PER_GB    1000000000LL
+#define MS_PER_HOUR     3600000LL
 #define SNAPSHOT_FIELDS 20
 
 static const char *const kind_names[BILL_KINDS] = {
-    "base_fee", "one_time_fee", "workflow_overage", "llm",
-    "api_calls", "storage", "agent_hours", "credits",
+    "base_fee",  "one_time_fee", "workflow_overage", "llm",
+    "api_calls", "storage",      "agent_hours",      "credits",
 };
 
 static const char *const reason_names[] = {"", "budget", "workflow_quota", "credits"};
 
 static const char *const meter_names[BILL_METERS] = {
-    "workflows",        "overage_workflows", "held_workflows",
-    "agent_ms",         "llm_calls",         "llm_cost_nanos",
-    "llm_billed_nanos", "api_calls",         "storage_byte_ms",
+    "workflows",      "overage_workflows", "held_workflows", "agent_ms",        "llm_calls",
+    "llm_cost_nanos", "llm_billed_nanos",  "api_calls",      "storage_byte_ms",
 };
 
 const char *bill_kind_name(bill_kind_t k)
@@ -141,7 +140,7 @@ void bill_stretch(bill_t *b, int64_t from, const tier_t *t, const tier_promo_t *
         bill_stretch_t *last = &b->stretches[b->nstretches - 1];
         if (strcmp(last->tier, t->name) == 0 && strcmp(last->promo, pname) == 0 &&
             last->fee_micros == fee_micros)
-            return; /* nothing changes */
+            return;               /* nothing changes */
         if (last->from >= from) { /* the same instant: the later change wins */
             set_str(last->tier, TIERS_NAME_MAX, t->name);
             set_str(last->promo, TIERS_NAME_MAX, pname);
@@ -249,9 +248,8 @@ void bill_storage_advance(bill_t *b, const tier_t *t, int64_t now)
     if (b->storage_bytes <= 0)
         return;
     b->storage_byte_ms += (bill_i128_t)b->storage_bytes * dt;
-    int64_t excess = t->storage_limit_bytes == TIERS_UNLIMITED
-                         ? 0
-                         : b->storage_bytes - t->storage_limit_bytes;
+    int64_t excess =
+        t->storage_limit_bytes == TIERS_UNLIMITED ? 0 : b->storage_bytes - t->storage_limit_bytes;
     if (excess > 0 && t->storage_gb_month_micros > 0)
         item(b, BILL_STORAGE, "", t->storage_gb_month_micros)->raw += (bill_i128_t)excess * dt;
 }
@@ -377,8 +375,8 @@ void bill_invoice(const bill_t *b, int64_t end, bill_invoice_t *out)
     for (bill_kind_t k = BILL_ONE_TIME_FEE; k < BILL_CREDITS; k++)
         for (size_t i = 0; i < b->nitems; i++)
             if (b->items[i].kind == k)
-                add_line(out, k, b->items[i].detail, b->items[i].unit_price_micros,
-                         b->items[i].raw, kind_scale(k, period_ms), b->items[i].count);
+                add_line(out, k, b->items[i].detail, b->items[i].unit_price_micros, b->items[i].raw,
+                         kind_scale(k, period_ms), b->items[i].count);
     for (size_t i = 0; i < out->n; i++)
         out->subtotal_cents += out->lines[i].amount_cents;
     int64_t usable = b->credits_micros > 0 ? b->credits_micros / MICROS_PER_CT : 0;
@@ -398,8 +396,7 @@ static void fmt_usd(char *buf, size_t len, int64_t micros)
     int keep = 6;
     while (keep > 2 && frac[keep - 1] == '0')
         keep--;
-    snprintf(buf, len, "%s$%lld.%.*s", micros < 0 ? "-" : "", (long long)(a / 1000000), keep,
-             frac);
+    snprintf(buf, len, "%s$%lld.%.*s", micros < 0 ? "-" : "", (long long)(a / 1000000), keep, frac);
 }
 
 /* raw / scale with `decimals` decimals, rounded half-up (raw >= 0). */
@@ -618,8 +615,7 @@ static int get_u64(const msgpack_object *o, uint64_t *out)
 static int get_arr(const msgpack_object *o, uint32_t n_min, uint32_t n_max,
                    const msgpack_object **items, uint32_t *n)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min ||
-        o->via.array.size > n_max)
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min || o->via.array.size > n_max)
         return -1;
     *items = o->via.array.ptr;
     *n = o->via.array.size;
@@ -654,8 +650,9 @@ int bill_unpack(bill_t *b, const msgpack_object *o)
     bill_t t;
     bill_init(&t);
     uint64_t exceeded;
-    if (get_arr(o, SNAPSHOT_FIELDS, UINT32_MAX, &a, &n) < 0 || get_i64(&a[0], &t.period_start) < 0 ||
-        get_i64(&a[1], &t.nominal_end) < 0 || t.nominal_end <= t.period_start)
+    if (get_arr(o, SNAPSHOT_FIELDS, UINT32_MAX, &a, &n) < 0 ||
+        get_i64(&a[0], &t.period_start) < 0 || get_i64(&a[1], &t.nominal_end) < 0 ||
+        t.nominal_end <= t.period_start)
         goto bad;
     if (get_arr(&a[2], 0, UINT32_MAX, &f, &k) < 0)
         goto bad;

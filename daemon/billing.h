@@ -94,12 +94,12 @@ typedef enum {
 
 /* Usage meters kept per period whatever the tier bills (usage_rollups). */
 typedef enum {
-    BILL_M_WORKFLOWS = 0,   /* workflows counted against the period */
-    BILL_M_OVERAGE,         /* of which beyond the quota */
-    BILL_M_HELD,            /* workflows held */
-    BILL_M_AGENT_MS,        /* agent ms of runs that ended in the period */
-    BILL_M_LLM_CALLS,       /* llm.call events */
-    BILL_M_LLM_COST_NANOS,  /* their cost, byo included */
+    BILL_M_WORKFLOWS = 0,  /* workflows counted against the period */
+    BILL_M_OVERAGE,        /* of which beyond the quota */
+    BILL_M_HELD,           /* workflows held */
+    BILL_M_AGENT_MS,       /* agent ms of runs that ended in the period */
+    BILL_M_LLM_CALLS,      /* llm.call events */
+    BILL_M_LLM_COST_NANOS, /* their cost, byo included */
     BILL_M_LLM_BILLED_NANOS /* the cost that was billed (byo false, llm_billed tier) */,
     BILL_M_API_CALLS,       /* api.call counts */
     BILL_M_STORAGE_BYTE_MS, /* ∫ bytes dt, whole footprint */
@@ -119,8 +119,8 @@ typedef struct {
     bill_kind_t kind;
     char detail[BILL_DETAIL_MAX + 1];
     int64_t unit_price_micros;
-    bill_i128_t raw;  /* exact quantity in the kind's base unit */
-    int64_t count; /* llm: calls billed (informative) */
+    bill_i128_t raw; /* exact quantity in the kind's base unit */
+    int64_t count;   /* llm: calls billed (informative) */
 } bill_item_t;
 
 /* A stretch of the period on one tier and fee, from `from` to the next stretch (or the end). */
@@ -183,16 +183,16 @@ typedef struct {
     size_t nitems, capitems;
     int64_t meters[BILL_METERS];
     bill_i128_t storage_byte_ms; /* BILL_M_STORAGE_BYTE_MS, exact */
-    int64_t agent_ms;         /* the period's total, for included hours */
-    uint64_t warned[2];       /* thresholds (percent 1..100) warned this period */
-    uint32_t exceeded;        /* 1 << bill_reason_t fired this period */
+    int64_t agent_ms;            /* the period's total, for included hours */
+    uint64_t warned[2];          /* thresholds (percent 1..100) warned this period */
+    uint32_t exceeded;           /* 1 << bill_reason_t fired this period */
     /* the account, carried across periods */
     int64_t credits_micros;
     int64_t budget_micros; /* 0: none */
     uint32_t nthresholds;
     int32_t thresholds[WIRE_MAX_THRESHOLDS];
-    int64_t storage_bytes; /* latest footprint */
-    int64_t storage_since; /* integrated up to here */
+    int64_t storage_bytes;                                 /* latest footprint */
+    int64_t storage_since;                                 /* integrated up to here */
     char paid_once[BILL_MAX_ONE_TIME][TIERS_NAME_MAX + 1]; /* one-time fees charged */
     uint32_t npaid_once;
 } bill_t;

@@ -32,6 +32,7 @@
 
 #include "calendar.h"
 #include "ledger.h"
+#include "testcopy.h"
 #include "testtiers.h"
 #include "pgcopy.h"
 #include "tiers.h"
@@ -41,8 +42,7 @@
  * 0): positional initializers that stop early are intended here. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
-#define N_ELEMS(a)  (sizeof(a) / sizeof((a)[0]))
-#define PG_EPOCH_MS 946684800000LL
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 #define SEC    1000LL
 #define HOUR   3600000LL
@@ -446,68 +446,7 @@ static void start_quiet(ledger_t *l, const char *org, const char *prefix, int n,
     }
 }
 
-/* ---- reading COPY rows back -------------------------------------------------------------- */
-
-typedef struct {
-    const uint8_t *p, *end;
-} reader_t;
-
-static uint64_t rd_be(reader_t *r, int n)
-{
-    assert_true(r->end - r->p >= n);
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | *r->p++;
-    return v;
-}
-
-static void rd_row(reader_t *r, int nfields)
-{
-    assert_int_equal((int16_t)rd_be(r, 2), nfields);
-}
-
-static int32_t rd_int4(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 4);
-    return (int32_t)rd_be(r, 4);
-}
-
-static int64_t rd_int8(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 8);
-    return (int64_t)rd_be(r, 8);
-}
-
-static bool rd_bool(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 1);
-    uint64_t v = rd_be(r, 1);
-    assert_true(v == 0 || v == 1);
-    return v == 1;
-}
-
-static void rd_text(reader_t *r, char *out, size_t cap)
-{
-    uint64_t n = rd_be(r, 4);
-    assert_true(n < cap);
-    assert_true((uint64_t)(r->end - r->p) >= n);
-    memcpy(out, r->p, n);
-    out[n] = '\0';
-    r->p += n;
-}
-
-/* A timestamptz in Unix ms, or -1 for NULL. */
-static int64_t rd_ts(reader_t *r)
-{
-    if (r->end - r->p >= 4 && r->p[0] == 0xFF && r->p[1] == 0xFF && r->p[2] == 0xFF &&
-        r->p[3] == 0xFF) {
-        r->p += 4;
-        return -1;
-    }
-    int64_t us = rd_int8(r);
-    assert_int_equal(us % 1000, 0);
-    return us / 1000 + PG_EPOCH_MS;
-}
+/* ---- sealed rows (read with testcopy.h) ------------------------------------------------ */
 
 typedef struct {
     char org[72], project[72], workflow[72], complexity[16], status[16], tier[40];

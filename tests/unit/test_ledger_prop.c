@@ -49,22 +49,22 @@
 #include <cmocka.h>
 
 #include "ledger.h"
+#include "testcopy.h"
 #include "testtiers.h"
 #include "pgcopy.h"
 #include "testrng.h"
 #include "tiers.h"
 #include "wire.h"
 
-#define N_ORGS      1200
-#define N_HEAVY     (N_ORGS / 10)
-#define N_EVENTS    120000
-#define CHECKPOINT  10000
-#define DAY         86400000LL
-#define BASE_TS     1767225600000LL /* 2026-01-01T00:00:00Z */
-#define SPAN_MS     (92 * DAY)
-#define ID_MAX      24
-#define MAX_PROJ    3
-#define PG_EPOCH_MS 946684800000LL
+#define N_ORGS     1200
+#define N_HEAVY    (N_ORGS / 10)
+#define N_EVENTS   120000
+#define CHECKPOINT 10000
+#define DAY        86400000LL
+#define BASE_TS    1767225600000LL /* 2026-01-01T00:00:00Z */
+#define SPAN_MS    (92 * DAY)
+#define ID_MAX     24
+#define MAX_PROJ   3
 
 static tiers_t *tiers;
 
@@ -934,50 +934,6 @@ static wire_event_t build_event(const spec_t *s)
 }
 
 /* ---- sealed rows ------------------------------------------------------------------------- */
-
-typedef struct {
-    const uint8_t *p, *end;
-} reader_t;
-
-static uint64_t rd_be(reader_t *r, int n)
-{
-    assert_true(r->end - r->p >= n);
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | *r->p++;
-    return v;
-}
-
-static int64_t rd_int8(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 8);
-    return (int64_t)rd_be(r, 8);
-}
-
-static bool rd_bool(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 1);
-    return rd_be(r, 1) == 1;
-}
-
-static void rd_text(reader_t *r, char *out, size_t cap)
-{
-    uint64_t n = rd_be(r, 4);
-    assert_true(n < cap && (uint64_t)(r->end - r->p) >= n);
-    memcpy(out, r->p, n);
-    out[n] = '\0';
-    r->p += n;
-}
-
-static int64_t rd_ts(reader_t *r)
-{
-    if (r->end - r->p >= 4 && r->p[0] == 0xFF && r->p[1] == 0xFF && r->p[2] == 0xFF &&
-        r->p[3] == 0xFF) {
-        r->p += 4;
-        return -1;
-    }
-    return rd_int8(r) / 1000 + PG_EPOCH_MS;
-}
 
 static int org_of(const char *name)
 {

@@ -19,11 +19,11 @@
 #include <cmocka.h>
 
 #include "part.h"
+#include "testcopy.h"
 #include "testtiers.h"
 
-#define N_ELEMS(a)  (sizeof(a) / sizeof((a)[0]))
-#define HOUR_MS     3600000LL
-#define PG_EPOCH_MS 946684800000LL
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define HOUR_MS    3600000LL
 
 /* USD per 1M tokens → micro-USD per 1M: gpt-4o input 2500000, output 10000000, cache_read
  * 1250000, cache_write 0; claude input 3000000, output 15000000, cache_read 300000,
@@ -144,51 +144,8 @@ static int64_t cost_of(const char *provider, const char *model, int64_t in, int6
 
 /* ---- reading COPY rows back ------------------------------------------------------------- */
 
-typedef struct {
-    const uint8_t *p, *end;
-} reader_t;
-
-static reader_t reader(const pgcopy_t *b)
-{
-    assert_false(b->oom);
-    return (reader_t){(const uint8_t *)b->p, (const uint8_t *)b->p + b->len};
-}
-
-static uint64_t rd_be(reader_t *r, int n)
-{
-    assert_true(r->end - r->p >= n);
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | *r->p++;
-    return v;
-}
-
-static void rd_row(reader_t *r, int nfields)
-{
-    assert_int_equal((int16_t)rd_be(r, 2), nfields);
-}
-
-static int32_t rd_int4(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 4);
-    return (int32_t)rd_be(r, 4);
-}
-
-static int64_t rd_int8(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 8);
-    return (int64_t)rd_be(r, 8);
-}
-
-static bool rd_bool(reader_t *r)
-{
-    assert_int_equal(rd_be(r, 4), 1);
-    uint64_t v = rd_be(r, 1);
-    assert_true(v == 0 || v == 1);
-    return v == 1;
-}
-
-static void rd_text(reader_t *r, const char *want)
+/* A text field that must equal want. */
+static void rd_text_is(reader_t *r, const char *want)
 {
     size_t n = strlen(want);
     uint64_t len = rd_be(r, 4);
@@ -198,14 +155,6 @@ static void rd_text(reader_t *r, const char *want)
     assert_true((size_t)(r->end - r->p) >= n);
     assert_memory_equal(r->p, want, n);
     r->p += n;
-}
-
-/* A timestamptz field, converted back to Unix ms. */
-static int64_t rd_ts_ms(reader_t *r)
-{
-    int64_t us = rd_int8(r);
-    assert_int_equal(us % 1000, 0);
-    return us / 1000 + PG_EPOCH_MS;
 }
 
 /* The applied_event_ids row of a batch, up to its identities: the reader is left at the first
@@ -243,11 +192,11 @@ typedef struct {
 static void rd_cost(reader_t *r, const cost_row_t *w)
 {
     rd_row(r, 13);
-    rd_text(r, w->org);
-    rd_text(r, w->project);
-    rd_text(r, w->provider);
-    rd_text(r, w->model);
-    assert_int_equal(rd_ts_ms(r), w->hour_ms);
+    rd_text_is(r, w->org);
+    rd_text_is(r, w->project);
+    rd_text_is(r, w->provider);
+    rd_text_is(r, w->model);
+    assert_int_equal(rd_ts(r), w->hour_ms);
     assert_int_equal(rd_bool(r), w->billable);
     assert_int_equal(rd_int8(r), w->calls);
     assert_int_equal(rd_int8(r), w->in);
@@ -261,7 +210,7 @@ static void rd_cost(reader_t *r, const cost_row_t *w)
 static void assert_cost_rows(const batch_t *b, const cost_row_t *rows, size_t n)
 {
     assert_int_equal(b->nrows[BATCH_COST], (int64_t)n);
-    reader_t r = reader(&b->rows[BATCH_COST]);
+    reader_t r = copy_reader(&b->rows[BATCH_COST]);
     for (size_t i = 0; i < n; i++)
         rd_cost(&r, &rows[i]);
     assert_ptr_equal(r.p, r.end);
@@ -364,7 +313,7 @@ static void test_apply_duplicate_stale(void **state)
     };
     assert_int_equal(rows[0].cost, cost_of("openai", "gpt-4o", 1000, 500, 0, 0));
     assert_cost_rows(b, rows, N_ELEMS(rows));
-    reader_t r = reader(&b->rows[BATCH_APPLIED]);
+    reader_t r = copy_reader(&b->rows[BATCH_APPLIED]);
     rd_ids_row(&r, 9, 8, 2, 1700000000000LL, 1700000000000LL);
     rd_applied(&r, "acme", "e1");
     rd_applied(&r, "beta", "e1");
@@ -500,7 +449,7 @@ static void test_seal_contents(void **state)
     };
     assert_cost_rows(b, rows, N_ELEMS(rows));
 
-    reader_t r = reader(&b->rows[BATCH_APPLIED]);
+    reader_t r = copy_reader(&b->rows[BATCH_APPLIED]);
     /* The duplicate (ts ...004) is not among them; ts run from ...000 to ...008. */
     rd_ids_row(&r, 42, 10 + (int64_t)N_ELEMS(evs), (int32_t)N_ELEMS(evs) - 1, 1700000000000LL,
                1700000000008LL);
@@ -635,7 +584,7 @@ static void test_other_types(void **state)
         assert_int_equal(b->nrows[BATCH_COST], 0);
         assert_int_equal(b->rows[BATCH_COST].len, 0);
         assert_int_equal(b->nrows[BATCH_APPLIED], 1);
-        reader_t r = reader(&b->rows[BATCH_APPLIED]);
+        reader_t r = copy_reader(&b->rows[BATCH_APPLIED]);
         rd_ids_row(&r, 5, b->new_offset, 1, 1234, 1234);
         rd_applied(&r, "acme", "evt");
         assert_ptr_equal(r.p, r.end);

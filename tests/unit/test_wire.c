@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 #include <msgpack.h>
+#include <xxhash.h>
 
 #include "wire.h"
 
@@ -1158,6 +1159,157 @@ static int setup(void **state)
     return *state ? 0 : -1;
 }
 
+/* ---- output messages ---------------------------------------------------------------------- */
+
+/* The expected id, assembled independently: prefix, '-', hex of XXH3-128 over the parts, each
+ * followed by 0xFF, high 64 bits first. */
+static void expect_id(const char *got, char prefix, const char *const *parts, size_t n)
+{
+    unsigned char buf[512];
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(buf + at, parts[i], strlen(parts[i]));
+        at += strlen(parts[i]);
+        buf[at++] = 0xFF;
+    }
+    XXH128_hash_t h = XXH3_128bits(buf, at);
+    char want[40];
+    snprintf(want, sizeof(want), "%c-%016llx%016llx", prefix, (unsigned long long)h.high64,
+             (unsigned long long)h.low64);
+    assert_string_equal(got, want);
+}
+
+/* The value of key k in the msgpack map m (which must have it exactly once). */
+static const msgpack_object *map_get(const msgpack_object *m, const char *k)
+{
+    const msgpack_object *found = NULL;
+    assert_int_equal(m->type, MSGPACK_OBJECT_MAP);
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *key = &m->via.map.ptr[i].key;
+        assert_int_equal(key->type, MSGPACK_OBJECT_STR);
+        if (key->via.str.size == strlen(k) && memcmp(key->via.str.ptr, k, key->via.str.size) == 0) {
+            assert_null(found);
+            found = &m->via.map.ptr[i].val;
+        }
+    }
+    assert_non_null(found);
+    return found;
+}
+
+static void expect_str(const msgpack_object *m, const char *k, const char *want)
+{
+    const msgpack_object *v = map_get(m, k);
+    assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+    assert_int_equal(v->via.str.size, strlen(want));
+    assert_memory_equal(v->via.str.ptr, want, strlen(want));
+}
+
+static void expect_int(const msgpack_object *m, const char *k, int64_t want)
+{
+    const msgpack_object *v = map_get(m, k);
+    assert_true(v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER);
+    assert_int_equal(v->via.i64, want);
+}
+
+static void test_budget_events(void **state)
+{
+    (void)state;
+    char buf[1024], id[WIRE_OUTPUT_ID_LEN + 1];
+    wire_budget_event_t b = {
+        .exceeded = false,
+        .org = {"acme", 4},
+        .ts = 1772323200123,
+        .cause = {"ev-9", 4},
+        .period_start = 1772323200000,
+        .threshold = 80,
+        .spend_micros = 50000000,
+        .limit_micros = 60000000,
+    };
+    int n = wire_encode_budget_event(&b, buf, sizeof(buf));
+    assert_true(n > 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, buf, (size_t)n, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, (size_t)n);
+    const msgpack_object *m = &u.data;
+    assert_int_equal(m->via.map.size, 10);
+    expect_int(m, "v", 1);
+    expect_str(m, "type", "budget.warning");
+    expect_str(m, "org", "acme");
+    expect_int(m, "ts", 1772323200123);
+    expect_int(m, "period_start", 1772323200000);
+    expect_int(m, "threshold", 80);
+    expect_int(m, "spend_micros", 50000000);
+    expect_int(m, "limit_micros", 60000000);
+    expect_str(m, "cause", "ev-9");
+    const msgpack_object *idv = map_get(m, "id");
+    assert_int_equal(idv->via.str.size, WIRE_OUTPUT_ID_LEN);
+    memcpy(id, idv->via.str.ptr, WIRE_OUTPUT_ID_LEN);
+    id[WIRE_OUTPUT_ID_LEN] = '\0';
+    static const char *const warn_parts[] = {"acme", "1772323200000", "budget.warning", "80"};
+    expect_id(id, 'b', warn_parts, 4);
+    /* the id does not depend on the cause, the time or the amounts: one per cause per period */
+    char again[WIRE_OUTPUT_ID_LEN + 1];
+    wire_budget_event_t c = b;
+    c.cause = (wire_str_t){"other", 5};
+    c.ts++;
+    c.spend_micros++;
+    wire_budget_event_id(&c, again);
+    assert_string_equal(id, again);
+    c.threshold = 50;
+    wire_budget_event_id(&c, again);
+    assert_string_not_equal(id, again);
+
+    b.exceeded = true;
+    b.reason = "credits";
+    n = wire_encode_budget_event(&b, buf, sizeof(buf));
+    assert_true(n > 0);
+    off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, buf, (size_t)n, &off), MSGPACK_UNPACK_SUCCESS);
+    m = &u.data;
+    assert_int_equal(m->via.map.size, 10);
+    expect_str(m, "type", "budget.exceeded");
+    expect_str(m, "reason", "credits");
+    wire_budget_event_id(&b, id);
+    static const char *const exc_parts[] = {"acme", "1772323200000", "budget.exceeded", "credits"};
+    expect_id(id, 'b', exc_parts, 4);
+    assert_int_equal(wire_encode_budget_event(&b, buf, 40), -1); /* too small: refused */
+    msgpack_unpacked_destroy(&u);
+}
+
+static void test_decisions(void **state)
+{
+    (void)state;
+    char buf[1024], id[WIRE_OUTPUT_ID_LEN + 1];
+    wire_decision_t d = {
+        .type = WIRE_D_WORKFLOW_HELD,
+        .org = {"acme", 4},
+        .ts = 5,
+        .cause = {"ev-1", 4},
+        .project = {"p1", 2},
+        .subject = {"w7", 2},
+        .position = 3,
+    };
+    int n = wire_encode_decision(&d, buf, sizeof(buf));
+    assert_true(n > 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, buf, (size_t)n, &off), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *m = &u.data;
+    assert_int_equal(m->via.map.size, 10);
+    expect_str(m, "type", "workflow.held");
+    expect_str(m, "workflow", "w7");
+    expect_str(m, "reason", "workflow_quota");
+    expect_int(m, "position", 3);
+    wire_decision_id(&d, id);
+    static const char *const parts[] = {"acme", "ev-1", "workflow.held", "w7"};
+    expect_id(id, 'd', parts, 4);
+    msgpack_unpacked_destroy(&u);
+}
+
 static int teardown(void **state)
 {
     wire_decoder_free(*state);
@@ -1174,6 +1326,7 @@ int main(void)
         cmocka_unit_test(test_raw_table),  cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_truncation), cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_big_event),  cmocka_unit_test(test_mutation),
+        cmocka_unit_test(test_decisions),  cmocka_unit_test(test_budget_events),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
