@@ -428,8 +428,8 @@ void bill_describe(const bill_line_t *l, char *buf, size_t len)
         break;
     case BILL_WORKFLOW_OVERAGE:
         bill_i128_text(l->raw, q);
-        snprintf(buf, len, "%s %s workflow%s beyond the quota at %s", q, l->detail,
-                 l->raw == 1 ? "" : "s", price);
+        snprintf(buf, len, "%s %s workflow%s billed at %s each (beyond the quota; PAYG: all)", q,
+                 l->detail, l->raw == 1 ? "" : "s", price);
         break;
     case BILL_LLM:
         fmt_frac(q, sizeof(q), l->raw, l->scale, 9);
@@ -470,7 +470,7 @@ void bill_settle(bill_t *b, const bill_invoice_t *final)
 
 bool bill_watching(const bill_t *b)
 {
-    return b->budget_micros > 0 || b->credits_micros > 0;
+    return b->budget_micros > 0 || b->credits_micros >= MICROS_PER_CT;
 }
 
 static void alert(bill_alert_t *out, size_t cap, size_t *n, bill_alert_t a)
@@ -521,8 +521,9 @@ void bill_check(bill_t *b, bool quota_reached, bill_alert_t *out, size_t cap, si
             alert(out, cap, n, a);
         }
     }
-    if (b->credits_micros > 0 && spend >= b->credits_micros &&
-        !(b->exceeded & (1u << BILL_REASON_CREDITS))) {
+    /* credits apply in whole cents: a balance under a cent has nothing left to run out of */
+    int64_t usable = b->credits_micros > 0 ? b->credits_micros / MICROS_PER_CT * MICROS_PER_CT : 0;
+    if (usable > 0 && spend >= usable && !(b->exceeded & (1u << BILL_REASON_CREDITS))) {
         b->exceeded |= 1u << BILL_REASON_CREDITS;
         bill_alert_t a = base;
         a.kind = BILL_EXCEEDED;

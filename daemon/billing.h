@@ -62,7 +62,8 @@
  *   - budget.warning for each threshold t < 100 of the budget, ascending, when spend × 100 ≥
  *     limit × t for the first time in the period;
  *   - budget.exceeded reason budget: spend ≥ limit;
- *   - budget.exceeded reason credits: the credit balance was > 0 and the spend reached it.
+ *   - budget.exceeded reason credits: the credit balance held at least a cent and the spend
+ *     reached its whole cents.
  * A budget of 0 micro-USD means no budget. `spend_micros` is the spend; `limit_micros` the
  * budget (0: none) — for reason credits, the credit balance.
  *
@@ -107,7 +108,7 @@ typedef enum {
 } bill_meter_t;
 
 #define BILL_DETAIL_MAX   32
-#define BILL_MAX_ONE_TIME 8 /* distinct tiers with a one-time fee one organization can buy */
+#define BILL_MAX_ONE_TIME TIERS_MAX_ONE_TIME /* one-time fees one organization can pay */
 
 /* Exact arithmetic: GCC and clang's 128-bit integers (C11 has none; __extension__ keeps
  * -Wpedantic quiet). */

@@ -56,3 +56,18 @@ int64_t cal_add_months(int64_t ts_ms, int months)
         d = last;
     return days_from_civil(y, m, d) * DAY_MS + in_day;
 }
+
+int64_t cal_next_anniversary(int64_t anchor, int64_t t)
+{
+    int64_t ya, ma, da, yt, mt, dt;
+    civil_from_days(floor_div(anchor, DAY_MS), &ya, &ma, &da);
+    civil_from_days(floor_div(t, DAY_MS), &yt, &mt, &dt);
+    int64_t k = (yt - ya) * 12 + (mt - ma);
+    if (k < 1)
+        k = 1;
+    while (k > 1 && cal_add_months(anchor, (int)k - 1) > t)
+        k--;
+    while (cal_add_months(anchor, (int)k) <= t)
+        k++;
+    return cal_add_months(anchor, (int)k);
+}

@@ -88,6 +88,7 @@ typedef struct org {
     char tier[TIERS_NAME_MAX + 1];
     char promo[TIERS_NAME_MAX + 1];
     int64_t promo_start;        /* start of the promo's first subscription month; -1 none */
+    int64_t anchor;             /* subscription periods start on its monthly anniversaries */
     tiers_period_t period_kind; /* how the next period is computed */
     int64_t period_start, period_end;
     int64_t counted;    /* workflows counted this period */
@@ -115,6 +116,7 @@ struct ledger {
     ledger_alert_t *alerts;
     size_t nalerts, capalerts;
     size_t running, queued, held;
+    size_t closed;      /* periods closed by the event being applied */
     int64_t watermark;  /* the latest ts applied in the partition */
     int64_t next_close; /* no period ends before this (a lower bound) */
     /* final invoices not sealed yet, already encoded */
@@ -222,6 +224,7 @@ static org_t *org_new(ledger_t *l, const char *id, size_t len)
     o->id = dupn(id, len);
     o->id_len = (uint32_t)len;
     o->promo_start = -1;
+    o->anchor = -1;
     bill_init(&o->bill);
     HASH_ADD_KEYPTR(hh, l->orgs, o->id, o->id_len, o);
     return o;
@@ -603,6 +606,7 @@ static void close_period(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t en
     bill_invoice_t inv;
     bill_invoice(&o->bill, end, &inv);
     encode_invoice(l->fin, l->nfin, o, &inv);
+    l->closed++;
     bill_settle(&o->bill, &inv);
     bill_invoice_free(&inv);
 }
@@ -625,9 +629,11 @@ static bool roll(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t ts)
     bool rolled = false;
     while (ts >= o->period_end) {
         int64_t start = o->period_end;
+        if (o->period_kind == TIERS_PERIOD_SUBSCRIPTION && (o->anchor < 0 || o->anchor > start))
+            o->anchor = start; /* the subscription's first own period */
         int64_t end = o->period_kind == TIERS_PERIOD_CALENDAR
                           ? cal_add_months(cal_month_start(start), 1)
-                          : cal_add_months(start, 1);
+                          : cal_next_anniversary(o->anchor, start);
         close_period(l, tiers, o, start);
         begin_period(l, tiers, o, start, end);
         rolled = true;
@@ -660,12 +666,18 @@ static void change_tier(ledger_t *l, const tiers_t *tiers, org_t *o, const tier_
         close_period(l, tiers, o,
                      ev->period_start < o->period_end ? ev->period_start : o->period_end);
         begin_period(l, tiers, o, ev->period_start, end);
+        /* the next periods start on the anniversaries of this one's end if it was given
+         * (a trial of a few days, then monthly), else of its start */
+        o->anchor = ev->present & WIRE_HAS_PERIOD_END ? end : ev->period_start;
     } else if (ev->present & WIRE_HAS_PERIOD_END && ev->period_end > o->period_start) {
         o->period_end = ev->period_end;
+        o->anchor = ev->period_end;
         bill_set_nominal_end(&o->bill, ev->period_end);
         note_period_end(l, o);
     }
     set_name(o->tier, t->name, t->name_len);
+    if (t->period != TIERS_PERIOD_SUBSCRIPTION)
+        o->anchor = -1; /* a later subscription anchors afresh */
     o->period_kind = t->period;
     if (ev->type == WIRE_T_SUBSCRIPTION_CHANGED && ev->promo.len) {
         /* a promotion restated (a renewal) keeps its months */
@@ -736,6 +748,7 @@ int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, int6
     const tier_t *new_tier = NULL;
     l->ndec = 0;
     l->nalerts = 0;
+    l->closed = 0;
     memset(res, 0, sizeof(*res));
     res->decisions = l->dec;
     res->alerts = l->alerts;
@@ -805,6 +818,7 @@ int ledger_apply(ledger_t *l, const tiers_t *tiers, const wire_event_t *ev, int6
     res->decisions = l->dec;
     res->n_alerts = l->nalerts;
     res->alerts = l->alerts;
+    res->closed = l->closed;
     return 0;
 }
 
@@ -838,7 +852,7 @@ static void pack_wf(msgpack_packer *pk, const workflow_t *w)
 /* The snapshot of one organization: a msgpack array (positional, versioned). Tables are
  * written in their iteration order and queues as id lists, so that a restored organization
  * iterates exactly as the original did (see DESIGN). */
-#define SNAPSHOT_FIELDS 16
+#define SNAPSHOT_FIELDS 17
 static void pack_org(msgpack_packer *pk, const org_t *o)
 {
     msgpack_pack_array(pk, SNAPSHOT_FIELDS);
@@ -881,6 +895,7 @@ static void pack_org(msgpack_packer *pk, const org_t *o)
     for (const workflow_t *w = o->held; w; w = w->next)
         pack_str(pk, w->id, w->id_len);
     bill_pack(pk, &o->bill);
+    msgpack_pack_int64(pk, o->anchor);
 }
 
 /* ---------- sealing ---------- */
@@ -1253,7 +1268,7 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
         get_i64(&a.items[10], &clock) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
         get_arr(&a.items[12], 0, &projects) < 0 || get_arr(&a.items[13], 0, &wfs) < 0 ||
         get_arr(&a.items[14], 0, &held) < 0 || bill_unpack(&o->bill, &a.items[15]) < 0 ||
-        o->bill.period_start != ps)
+        get_i64(&a.items[16], &o->anchor) < 0 || o->bill.period_start != ps)
         goto bad;
     o->promo_start = promo_start;
     o->period_kind = (tiers_period_t)kind;
@@ -1408,20 +1423,29 @@ int ledger_describe(const ledger_t *l, const char *org, size_t org_len, char *bu
         running += p->running;
         queued += p->queued;
     }
+    bill_invoice_t inv;
+    bill_invoice(&o->bill, -1, &inv);
     size_t at = 0;
-    char tail[512];
+    char tail[768];
     const char *head = "{\"org\":\"";
     for (size_t i = 0; head[i]; i++, at++)
         if (at + 1 < len)
             buf[at] = head[i];
     at = json_escape(buf, len, at, o->id, o->id_len);
-    int n = snprintf(tail, sizeof(tail),
-                     "\",\"tier\":\"%s\",\"promo\":\"%s\",\"period_start\":%lld,"
-                     "\"period_end\":%lld,\"workflows_counted\":%lld,\"packs\":%lld,"
-                     "\"running\":%lld,\"queued\":%lld,\"held\":%lld,\"projects\":%u}",
-                     o->tier, o->promo, (long long)o->period_start, (long long)o->period_end,
-                     (long long)o->counted, (long long)o->packs, (long long)running,
-                     (long long)queued, (long long)o->nheld, HASH_COUNT(o->projects));
+    int n =
+        snprintf(tail, sizeof(tail),
+                 "\",\"tier\":\"%s\",\"promo\":\"%s\",\"period_start\":%lld,"
+                 "\"period_end\":%lld,\"workflows_counted\":%lld,\"packs\":%lld,"
+                 "\"running\":%lld,\"queued\":%lld,\"held\":%lld,\"projects\":%u,"
+                 "\"credits_micros\":%lld,\"budget_micros\":%lld,"
+                 "\"draft_subtotal_cents\":%lld,\"draft_credits_cents\":%lld,"
+                 "\"draft_total_cents\":%lld}",
+                 o->tier, o->promo, (long long)o->period_start, (long long)o->period_end,
+                 (long long)o->counted, (long long)o->packs, (long long)running, (long long)queued,
+                 (long long)o->nheld, HASH_COUNT(o->projects), (long long)o->bill.credits_micros,
+                 (long long)o->bill.budget_micros, (long long)inv.subtotal_cents,
+                 (long long)inv.credits_cents, (long long)inv.total_cents);
+    bill_invoice_free(&inv);
     for (int i = 0; i < n; i++, at++)
         if (at + 1 < len)
             buf[at] = tail[i];

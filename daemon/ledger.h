@@ -103,6 +103,7 @@ typedef struct {
     const ledger_decision_t *decisions;
     size_t n_alerts;
     const ledger_alert_t *alerts;
+    size_t closed; /* periods closed (final invoices issued) by this event */
 } ledger_result_t;
 
 /* Refusals: the event is invalid against the tier table; the shell dead-letters it. */

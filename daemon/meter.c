@@ -126,7 +126,8 @@ struct meter {
     metric_t *m_decisions[WIRE_D_COUNT];
     metric_t *m_decision_latency;
     metric_t *m_budget[4]; /* warnings, then exceeded by bill_reason_t */
-    metric_t *m_noops[5];  /* by ledger_note_t */
+    metric_t *m_invoices_final;
+    metric_t *m_noops[5]; /* by ledger_note_t */
     metric_t *m_running, *m_queued, *m_held, *m_orgs;
     metric_t *m_duplicates, *m_redelivered, *m_gaps, *m_unpriced, *m_ignored;
     metric_t *m_flushes, *m_flush_seconds, *m_flush_messages, *m_fenced, *m_pending, *m_paused,
@@ -354,6 +355,7 @@ static void on_message(void *arg, const rd_kafka_message_t *msg)
                 metric_inc(m->m_unpriced);
             if (eff.ledger.note != LEDGER_OK)
                 metric_inc(m->m_noops[eff.ledger.note]);
+            metric_add(m->m_invoices_final, eff.ledger.closed);
             rc = publish_decisions(m, &ev, &eff.ledger, arrived);
         } else if (rc == 0 && st == PART_DUPLICATE) {
             metric_inc(m->m_duplicates);
@@ -1023,6 +1025,11 @@ static int register_metrics(meter_t *m)
         if (!m->m_budget[i])
             return -1;
     }
+    m->m_invoices_final = metrics_counter(
+        r, "meterd_invoices_finalized_total",
+        "Periods closed: final invoices issued (written with the next flush).", NULL);
+    if (!m->m_invoices_final)
+        return -1;
     static const char *const notes[5] = {NULL, "known_run", "unknown_run", "known_workflow",
                                          "unknown_workflow"};
     for (int i = 1; i < 5; i++) {

@@ -541,6 +541,15 @@ int tiers_parse(const char *text, size_t len, tiers_t **out, char *err, size_t e
                          name);
         }
     }
+    size_t one_time = 0;
+    for (size_t i = 0; i < t->n && rc == 0; i++)
+        one_time += t->tiers[i].one_time_fee_micros > 0;
+    if (rc == 0 && one_time > TIERS_MAX_ONE_TIME) {
+        rc = -1;
+        if (err && errlen > 0)
+            snprintf(err, errlen, "%zu tiers have a one_time_fee; at most %d may", one_time,
+                     TIERS_MAX_ONE_TIME);
+    }
     if (rc != 0) {
         tiers_free(t);
         return -1;

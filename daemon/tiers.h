@@ -32,6 +32,8 @@
  * first subscription months, comma-separated ("0.59, 12.99, 12.99" for new_year); from the
  * month after the last one the tier's base_fee applies.
  *
+ * At most TIERS_MAX_ONE_TIME tiers may have a one_time_fee.
+ *
  * Every key is required in every section, so that a forgotten limit can never silently mean
  * "unlimited". The tiers PRODUCT.md names — free, pro, team, enterprise, lifetime, byo, payg —
  * must all be present (an operator may add more); `free` is the tier of an organization meterd
@@ -60,7 +62,10 @@
 #include <stdint.h>
 
 #define TIERS_UNLIMITED (-1)
-#define TIERS_NAME_MAX  32
+/* Tiers with a one-time fee a table may have: billing remembers, per organization, which it
+ * has charged (a one-time fee is charged once ever). */
+#define TIERS_MAX_ONE_TIME 8
+#define TIERS_NAME_MAX     32
 
 typedef enum { TIERS_OVER_HOLD = 0, TIERS_OVER_BILL } tiers_over_quota_t;
 typedef enum { TIERS_PERIOD_CALENDAR = 0, TIERS_PERIOD_SUBSCRIPTION } tiers_period_t;

@@ -83,52 +83,72 @@ CREATE TABLE usage_rollups (
     PRIMARY KEY (org_id, period_start, meter)
 );
 
--- Reconciliation: one row per invoice. ok when every line's amount equals its recomputation
--- from quantity_raw, unit price and scale, the invoice's subtotal and total equal the sums of
--- its lines, and the billed quantities agree with the usage rollups they were computed from
--- (overage workflows by count, billed LLM cost, agent and storage meters bounding their
--- billed excess). docs/billing.md shows how to read it.
+-- Half-up rounding of num / den for den > 0, exact (numeric division would keep only about 16
+-- significant digits; div() is integer division).
+CREATE FUNCTION meterd_round_div(num numeric, den numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS 'SELECT sign(num) * div(2 * abs(num) + den, 2 * den)';
+
+-- Reconciliation: one row per invoice, ok when
+--   bad_lines = 0      every line's amount equals its recomputation from its own columns,
+--                      round_half_up(quantity_raw * unit_price_micros / (quantity_scale * 10^4));
+--   the invoice's subtotal and credits equal the sums of its lines, and total = subtotal - credits;
+--   each billed quantity is backed by the period's usage rollup: billed overage workflows, API
+--   calls, agent ms and storage byte-ms at most what was used (a tier that does not bill a
+--   meter leaves part of it unbilled), billed LLM cost exactly the llm_billed_nanos meter.
+-- docs/billing.md shows how to read it.
 CREATE VIEW invoice_reconciliation AS
 WITH lines AS (
     SELECT invoice_id,
            count(*) AS lines,
-           count(*) FILTER (WHERE amount_cents <>
-                            round(quantity_raw * unit_price_micros / (quantity_scale * 10000)))
+           count(*) FILTER (WHERE amount_cents <> meterd_round_div(
+                                quantity_raw * unit_price_micros, quantity_scale * 10000))
                AS bad_lines,
-           coalesce(sum(amount_cents) FILTER (WHERE kind <> 'credits'), 0) AS lines_subtotal,
-           coalesce(-sum(amount_cents) FILTER (WHERE kind = 'credits'), 0) AS lines_credits,
-           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'workflow_overage'), 0)
-               AS billed_overage,
-           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'llm'), 0) AS billed_llm_nanos,
-           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'agent_hours'), 0) AS billed_agent_ms,
-           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'storage'), 0) AS billed_storage
+           coalesce(sum(amount_cents) FILTER (WHERE kind <> 'credits'), 0) AS subtotal,
+           coalesce(-sum(amount_cents) FILTER (WHERE kind = 'credits'), 0) AS credits,
+           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'workflow_overage'), 0) AS overage,
+           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'llm'), 0) AS llm_nanos,
+           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'api_calls'), 0) AS api_calls,
+           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'agent_hours'), 0) AS agent_ms,
+           coalesce(sum(quantity_raw) FILTER (WHERE kind = 'storage'), 0) AS storage_byte_ms
     FROM invoice_line_items GROUP BY invoice_id
 ), meters AS (
     SELECT org_id, period_start,
            coalesce(sum(quantity) FILTER (WHERE meter = 'overage_workflows'), 0) AS overage,
-           coalesce(sum(quantity) FILTER (WHERE meter = 'llm_billed_nanos'), 0) AS llm_billed,
+           coalesce(sum(quantity) FILTER (WHERE meter = 'llm_billed_nanos'), 0) AS llm_nanos,
+           coalesce(sum(quantity) FILTER (WHERE meter = 'api_calls'), 0) AS api_calls,
            coalesce(sum(quantity) FILTER (WHERE meter = 'agent_ms'), 0) AS agent_ms,
-           coalesce(sum(quantity) FILTER (WHERE meter = 'storage_byte_ms'), 0) AS storage
+           coalesce(sum(quantity) FILTER (WHERE meter = 'storage_byte_ms'), 0) AS storage_byte_ms
     FROM usage_rollups GROUP BY org_id, period_start
+), checked AS (
+    SELECT i.id AS invoice_id, i.org_id, i.period_start, i.period_end, i.status,
+           i.subtotal_cents, i.credits_cents, i.total_cents,
+           coalesce(l.lines, 0) AS lines,
+           coalesce(l.bad_lines, 0) AS bad_lines,
+           coalesce(l.subtotal, 0) AS lines_subtotal_cents,
+           coalesce(l.credits, 0) AS lines_credits_cents,
+           coalesce(l.overage, 0) AS billed_overage_workflows,
+           coalesce(m.overage, 0) AS overage_workflows,
+           coalesce(l.llm_nanos, 0) AS billed_llm_nanos,
+           coalesce(m.llm_nanos, 0) AS llm_billed_nanos,
+           coalesce(l.api_calls, 0) AS billed_api_calls,
+           coalesce(m.api_calls, 0) AS api_calls,
+           coalesce(l.agent_ms, 0) AS billed_agent_ms,
+           coalesce(m.agent_ms, 0) AS agent_ms,
+           coalesce(l.storage_byte_ms, 0) AS billed_storage_byte_ms,
+           coalesce(m.storage_byte_ms, 0) AS storage_byte_ms
+    FROM invoices i
+    LEFT JOIN lines l ON l.invoice_id = i.id
+    LEFT JOIN meters m ON m.org_id = i.org_id AND m.period_start = i.period_start
 )
-SELECT i.id AS invoice_id, i.org_id, i.period_start, i.period_end, i.status,
-       i.subtotal_cents, i.credits_cents, i.total_cents,
-       coalesce(l.lines, 0) AS lines,
-       coalesce(l.lines_subtotal, 0) AS lines_subtotal_cents,
-       coalesce(l.lines_credits, 0) AS lines_credits_cents,
-       coalesce(l.bad_lines, 0) AS bad_lines,
-       coalesce(m.overage, 0) AS overage_workflows,
-       coalesce(l.billed_overage, 0) AS billed_overage_workflows,
-       coalesce(m.llm_billed, 0) AS llm_billed_nanos,
-       coalesce(l.billed_llm_nanos, 0) AS billed_llm_nanos,
-       (coalesce(l.bad_lines, 0) = 0
-        AND i.subtotal_cents = coalesce(l.lines_subtotal, 0)
-        AND i.credits_cents = coalesce(l.lines_credits, 0)
-        AND i.total_cents = i.subtotal_cents - i.credits_cents
-        AND coalesce(l.billed_overage, 0) <= coalesce(m.overage, 0)
-        AND coalesce(l.billed_llm_nanos, 0) = coalesce(m.llm_billed, 0)
-        AND coalesce(l.billed_agent_ms, 0) <= coalesce(m.agent_ms, 0)
-        AND coalesce(l.billed_storage, 0) <= coalesce(m.storage, 0)) AS ok
-FROM invoices i
-LEFT JOIN lines l ON l.invoice_id = i.id
-LEFT JOIN meters m ON m.org_id = i.org_id AND m.period_start = i.period_start;
+SELECT *,
+       (bad_lines = 0
+        AND subtotal_cents = lines_subtotal_cents
+        AND credits_cents = lines_credits_cents
+        AND total_cents = subtotal_cents - credits_cents
+        AND billed_overage_workflows <= overage_workflows
+        AND billed_llm_nanos = llm_billed_nanos
+        AND billed_api_calls <= api_calls
+        AND billed_agent_ms <= agent_ms
+        AND billed_storage_byte_ms <= storage_byte_ms) AS ok
+FROM checked;

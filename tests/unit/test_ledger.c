@@ -1529,25 +1529,26 @@ static void test_subscription_periods(void **state)
     (void)state;
     const int64_t J31 = 1769817600000LL + 10 * HOUR; /* 2026-01-31T10:00 */
     const int64_t F28 = 1772236800000LL + 10 * HOUR; /* 2026-02-28T10:00 */
-    const int64_t M28 = 1774656000000LL + 10 * HOUR; /* 2026-03-28T10:00 */
+    const int64_t M31 = 1774915200000LL + 10 * HOUR; /* 2026-03-31T10:00 */
     const step_t steps[] = {
         {SUBP(J31, "pro", J31, 0), {{0}}, STP("pro", 0, 0, 0, 0, 0, 0, J31, F28)},
         {WFS(J31 + 1, "p", "w1"), {{0}}, ST("pro", 0, 0, 0, 1, 0, 0)},
         {PACK(J31 + 2, 50), {{0}}, ST("pro", 0, 0, 0, 1, 50, 0)},
         {OTHER(F28 - 1, WIRE_T_BUDGET_SET), {{0}}, STP("pro", 0, 0, 0, 1, 50, 0, J31, F28)},
-        /* the end is one month after itself: Feb 28 + 1 month = Mar 28 */
-        {OTHER(F28, WIRE_T_BUDGET_SET), {{0}}, STP("pro", 0, 0, 0, 0, 0, 0, F28, M28)},
+        /* periods fall on the start's anniversaries: Jan 31 + 2 months = Mar 31, not Feb 28 +
+         * 1 month (a subscription begun on the 31st keeps renewing at the month's end) */
+        {OTHER(F28, WIRE_T_BUDGET_SET), {{0}}, STP("pro", 0, 0, 0, 0, 0, 0, F28, M31)},
     };
     ledger_t *l = ledger_new();
     assert_non_null(l);
     run_steps(l, steps, N_ELEMS(steps), "2026");
     ledger_free(l);
 
-    /* 2028 is a leap year: Jan 31 + 1 month = Feb 29. */
-    const int64_t J31_28 = 1832889600000LL, F29_28 = 1835395200000LL, M29_28 = 1837900800000LL;
+    /* 2028 is a leap year: Jan 31 + 1 month = Feb 29, + 2 months = Mar 31. */
+    const int64_t J31_28 = 1832889600000LL, F29_28 = 1835395200000LL, M31_28 = 1838073600000LL;
     const step_t leap[] = {
         {SUBP(J31_28, "team", J31_28, 0), {{0}}, STP("team", 0, 0, 0, 0, 0, 0, J31_28, F29_28)},
-        {OTHER(F29_28, WIRE_T_LLM_CALL), {{0}}, STP("team", 0, 0, 0, 0, 0, 0, F29_28, M29_28)},
+        {OTHER(F29_28, WIRE_T_LLM_CALL), {{0}}, STP("team", 0, 0, 0, 0, 0, 0, F29_28, M31_28)},
     };
     l = ledger_new();
     assert_non_null(l);
@@ -1696,7 +1697,9 @@ static void test_describe(void **state)
     run_steps(l, steps, N_ELEMS(steps), "describe");
     const char *want = "{\"org\":\"acme\",\"tier\":\"free\",\"promo\":\"\",\"period_start\":"
                        "1767225600000,\"period_end\":1769904000000,\"workflows_counted\":1,"
-                       "\"packs\":10,\"running\":1,\"queued\":1,\"held\":0,\"projects\":1}";
+                       "\"packs\":10,\"running\":1,\"queued\":1,\"held\":0,\"projects\":1,"
+                       "\"credits_micros\":0,\"budget_micros\":0,\"draft_subtotal_cents\":0,"
+                       "\"draft_credits_cents\":0,\"draft_total_cents\":0}";
     int n = describe(l, "acme", buf, sizeof(buf));
     assert_int_equal(n, (int)strlen(want));
     assert_string_equal(buf, want);
@@ -2078,7 +2081,7 @@ static void mutate(const uint8_t *blob, size_t len, mutation_t m, msgpack_sbuffe
     assert_int_equal(msgpack_unpack((const char *)blob, len, &off, &zone, &root),
                      MSGPACK_UNPACK_SUCCESS);
     msgpack_object *f = items(&root);
-    assert_int_equal(root.via.array.size, 16);
+    assert_int_equal(root.via.array.size, 17);
     msgpack_object *projects = &f[12];
     switch (m) {
     case M_VERSION_NEXT:

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "calendar.h"
 #include "ledger.h"
 #include "testcopy.h"
 #include "testtiers.h"
@@ -432,8 +433,8 @@ static void test_promo_months(void **state)
     expect_line(m1, 0, "base_fee", "pro", "2678400000", "2678400000", 590000, 59);
     expect_invoice(find(&s, "p", feb15), "final", mar15, mar15, 1, 1299, 0, 1299);
     expect_invoice(find(&s, "p", mar15), "final", apr15, apr15, 1, 1299, 0, 1299);
-    expect_invoice(find(&s, "p", apr15), "draft", apr15 + 30 * DAY, apr15 + 30 * DAY, 1, 5000,
-                   0, 5000);
+    expect_invoice(find(&s, "p", apr15), "draft", apr15 + 30 * DAY, apr15 + 30 * DAY, 1, 5000, 0,
+                   5000);
     /* the promotion's last month again, then team without it from the middle of month 3 */
     ledger_free(l);
 
@@ -451,6 +452,36 @@ static void test_promo_months(void **state)
     expect_line(m2, 1, "base_fee", "team", "1209600000", "2419200000", 150000000, 7500);
     /* month 3 on team, no promotion: the full fee */
     expect_invoice(find(&s, "q", mar15), "draft", apr15, apr15, 1, 15000, 0, 15000);
+    ledger_free(l);
+}
+
+/* Bought on January 31: the periods renew on the anniversaries (Feb 28, Mar 31, Apr 30), and
+ * the promotion's months follow them — month 4 (from April 30) is at the tier's fee. */
+static void test_promo_from_the_31st(void **state)
+{
+    (void)state;
+    const int64_t j31 = 1769853600000LL, f28 = 1772272800000LL, m31 = 1774951200000LL,
+                  a30 = 1777543200000LL, y31 = 1780221600000LL; /* 2026, 10:00 UTC */
+    assert_int_equal(cal_next_anniversary(j31, j31), f28);
+    assert_int_equal(cal_next_anniversary(j31, f28), m31);
+    assert_int_equal(cal_next_anniversary(j31, m31 - 1), m31);
+    assert_int_equal(cal_next_anniversary(j31, m31), a30);
+    assert_int_equal(cal_next_anniversary(j31, a30), y31);
+    /* leap years: 2028-01-31 → Feb 29; 2028-02-29 → 2029-02-28 twelve months on */
+    assert_int_equal(cal_next_anniversary(1832889600000LL, 1832889600000LL), 1835395200000LL);
+    assert_int_equal(cal_next_anniversary(1835395200000LL, 1866931200000LL - 1), 1866931200000LL);
+
+    ledger_t *l = ledger_new();
+    sealed_t s;
+    subscribe(l, "n", j31, "pro", "new_year", j31, 0);
+    touch(l, "n", f28 + HOUR);
+    touch(l, "n", m31 + HOUR);
+    touch(l, "n", a30 + HOUR);
+    seal(l, &s);
+    expect_invoice(find(&s, "n", j31), "final", f28, f28, 1, 59, 0, 59);
+    expect_invoice(find(&s, "n", f28), "final", m31, m31, 1, 1299, 0, 1299);
+    expect_invoice(find(&s, "n", m31), "final", a30, a30, 1, 1299, 0, 1299);
+    expect_invoice(find(&s, "n", a30), "draft", y31, y31, 1, 5000, 0, 5000);
     ledger_free(l);
 }
 
@@ -522,6 +553,35 @@ static void test_storage_and_agent_time(void **state)
     ledger_free(l);
 }
 
+/* Credits apply in whole cents: $0.0125 covers one cent and runs out; the $0.0025 left can
+ * never be applied, so it never "runs out" again. */
+static void test_subcent_credits(void **state)
+{
+    (void)state;
+    ledger_t *l = ledger_new();
+    sealed_t s;
+    subscribe(l, "u", MAR1, "payg", NULL, 0, 0);
+    ledger_result_t r = credits(l, "u", MAR1 + 1, 12500);
+    assert_int_equal(r.n_alerts, 0); /* spend 0 < 1 cent */
+    wire_event_t e = E(WIRE_T_API_CALL, "u", MAR1 + 2);
+    e.integration = S("github");
+    e.count = 10; /* 10 × $0.001 = 1 cent */
+    r = apply(l, &e, 0);
+    assert_int_equal(r.n_alerts, 1);
+    assert_int_equal(r.alerts[0].alert.reason, BILL_REASON_CREDITS);
+    assert_int_equal(r.alerts[0].alert.spend_micros, 10000);
+    assert_int_equal(r.alerts[0].alert.limit_micros, 12500);
+    touch(l, "u", APR1 + DAY); /* closes March: 1 cent applied, $0.0025 carried */
+    seal(l, &s);
+    expect_invoice(find(&s, "u", MAR1), "final", APR1, APR1, 2, 1, 1, 0);
+    e.ts = APR1 + 2 * DAY;
+    r = apply(l, &e, 0); /* April: 1 cent again; 2500 µ is no whole cent */
+    assert_int_equal(r.n_alerts, 0);
+    seal(l, &s);
+    expect_invoice(find(&s, "u", APR1), "draft", MAY1, MAY1, 1, 1, 0, 1);
+    ledger_free(l);
+}
+
 /* A snapshot restores the bill exactly: the restored ledger seals the same invoice bytes. */
 static void test_bill_survives_restore(void **state)
 {
@@ -576,9 +636,11 @@ int main(void)
         cmocka_unit_test(test_silent_period_closed_by_watermark),
         cmocka_unit_test(test_budget_credits_and_carry),
         cmocka_unit_test(test_promo_months),
+        cmocka_unit_test(test_promo_from_the_31st),
         cmocka_unit_test(test_lifetime_once),
         cmocka_unit_test(test_period_cut_short),
         cmocka_unit_test(test_storage_and_agent_time),
+        cmocka_unit_test(test_subcent_credits),
         cmocka_unit_test(test_bill_survives_restore),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -166,6 +166,7 @@ typedef struct {
     bool seen;
     int tier;
     bool calendar;
+    int64_t anchor; /* subscription periods start on its anniversaries; -1 none */
     int64_t ps, pe, counted, packs;
     int nproj;
     int running[MAX_PROJ];
@@ -476,8 +477,17 @@ static bool roll(morg_t *o, int64_t ts)
     bool rolled = false;
     while (ts >= o->pe) {
         int64_t start = o->pe;
-        int64_t end =
-            o->calendar ? cal_add_months(cal_month_start(start), 1) : cal_add_months(start, 1);
+        int64_t end;
+        if (o->calendar) {
+            end = cal_add_months(cal_month_start(start), 1);
+        } else {
+            if (o->anchor < 0 || o->anchor > start)
+                o->anchor = start;
+            int k = 1;
+            while (cal_add_months(o->anchor, k) <= start)
+                k++;
+            end = cal_add_months(o->anchor, k);
+        }
         begin_period(o, start, end);
         rolled = true;
         stats.rolls++;
@@ -540,6 +550,7 @@ static void book_apply(const spec_t *s, int rc, const ledger_result_t *res)
         seen_order[nseen++] = s->org;
         o->tier = FREE;
         o->calendar = true;
+        o->anchor = -1;
         begin_period(o, cal_month_start(ts), cal_add_months(cal_month_start(ts), 1));
     }
     if (roll(o, ts))
@@ -647,12 +658,17 @@ static void book_apply(const spec_t *s, int rc, const ledger_result_t *res)
     case WIRE_T_SUBSCRIPTION_CANCELLED: {
         int old = o->tier;
         int nt = s->type == WIRE_T_SUBSCRIPTION_CHANGED ? s->tier_ix : FREE;
-        if (s->ps && s->ps > o->ps)
+        if (s->ps && s->ps > o->ps) {
             begin_period(o, s->ps, s->pe ? s->pe : cal_add_months(s->ps, 1));
-        else if (s->pe && s->pe > o->ps)
+            o->anchor = s->pe ? o->pe : s->ps;
+        } else if (s->pe && s->pe > o->ps) {
             o->pe = s->pe;
+            o->anchor = s->pe;
+        }
         o->tier = nt;
         o->calendar = TIERS[nt].calendar;
+        if (o->calendar)
+            o->anchor = -1;
         roll(o, ts);
         stats.tier_changes++;
         for (int p = 0; p < o->nproj; p++)

@@ -877,6 +877,39 @@ static void test_missing_required_tier(void **state)
     free(shipped);
 }
 
+/* At most TIERS_MAX_ONE_TIME tiers with a one-time fee: the shipped lifetime plus copies. */
+static void test_one_time_tiers(void **state)
+{
+    (void)state;
+    char *shipped = load_shipped();
+    const char *start = strstr(shipped, "\n[lifetime]\n");
+    assert_non_null(start);
+    const char *end = strstr(start + 1, "\n[");
+    assert_non_null(end);
+    const char *body = start + strlen("\n[lifetime]\n");
+    size_t body_len = (size_t)(end - body) + 1;
+    static char text[TEXT_MAX * 2];
+    for (int copies = TIERS_MAX_ONE_TIME - 1; copies <= TIERS_MAX_ONE_TIME; copies++) {
+        size_t at = (size_t)snprintf(text, sizeof(text), "%s", shipped);
+        for (int i = 0; i < copies; i++) {
+            at += (size_t)snprintf(text + at, sizeof(text) - at, "\n[lifetime%d]\n", i);
+            assert_true(at + body_len < sizeof(text));
+            memcpy(text + at, body, body_len);
+            at += body_len;
+            text[at] = '\0';
+        }
+        if (copies + 1 <= TIERS_MAX_ONE_TIME) {
+            tiers_t *t = must_parse(text);
+            assert_int_equal(find(t, "lifetime0")->one_time_fee_micros, 299000000);
+            tiers_free(t);
+        } else {
+            const char *const want[3] = {"9 tiers have a one_time_fee; at most 8 may", NULL, NULL};
+            must_fail("nine one-time tiers", text, want);
+        }
+    }
+    free(shipped);
+}
+
 static void test_null_err(void **state)
 {
     (void)state;
@@ -989,12 +1022,19 @@ static void test_promo_months(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shipped_table),      cmocka_unit_test(test_values),
-        cmocka_unit_test(test_custom_tier),        cmocka_unit_test(test_key_errors),
-        cmocka_unit_test(test_name_bounds),        cmocka_unit_test(test_promo_and_text_errors),
-        cmocka_unit_test(test_missing_key_at_end), cmocka_unit_test(test_missing_required_tier),
-        cmocka_unit_test(test_null_err),           cmocka_unit_test(test_lookups),
-        cmocka_unit_test(test_file_order),         cmocka_unit_test(test_promo_months),
+        cmocka_unit_test(test_shipped_table),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_custom_tier),
+        cmocka_unit_test(test_key_errors),
+        cmocka_unit_test(test_name_bounds),
+        cmocka_unit_test(test_promo_and_text_errors),
+        cmocka_unit_test(test_missing_key_at_end),
+        cmocka_unit_test(test_missing_required_tier),
+        cmocka_unit_test(test_one_time_tiers),
+        cmocka_unit_test(test_null_err),
+        cmocka_unit_test(test_lookups),
+        cmocka_unit_test(test_file_order),
+        cmocka_unit_test(test_promo_months),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
