@@ -309,7 +309,16 @@ STMT_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (\S+) \[(\d+)\] LO
                      r"duration: ([0-9.]+) ms  (statement|parse|bind|execute)[^:]*: (.*)")
 CLASSES = [("BEGIN", "begin"), ("UPDATE consumer_checkpoints", "checkpoint_update"),
            ("COPY applied_event", "copy_applied_events"), ("COPY cost_staging", "copy_cost_staging"),
-           ("INSERT INTO cost_records", "cost_records_upsert"), ("COMMIT", "commit")]
+           ("INSERT INTO cost_records", "cost_records_upsert"),
+           ("COPY state_staging", "copy_ledger_state"), ("INSERT INTO ledger_state", "ledger_state_upsert"),
+           ("COPY usage_staging", "copy_usage"), ("INSERT INTO usage_records", "usage_upsert"),
+           ("COPY runs_staging", "copy_runs"), ("INSERT INTO agent_runs", "runs_upsert"),
+           ("COPY accounts_staging", "copy_accounts"), ("INSERT INTO billing_accounts", "accounts_upsert"),
+           ("COPY invoices_staging", "copy_invoices"), ("WITH up AS (INSERT INTO invoices", "invoices_merge"),
+           ("COPY lines_staging", "copy_lines"), ("INSERT INTO invoice_line_items", "lines_insert"),
+           ("COPY rollups_staging", "copy_rollups"), ("INSERT INTO usage_rollups", "rollups_upsert"),
+           ("COPY subs_staging", "copy_subs"), ("INSERT INTO subscriptions", "subs_insert"),
+           ("COMMIT", "commit")]
 
 
 def statement_times(logpath, offset, pids, since):

@@ -27,6 +27,8 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include <xxhash.h>
+
 #include "calendar.h"
 
 #define SNAPSHOT_VERSION 2
@@ -96,6 +98,10 @@ typedef struct org {
     int64_t clock;      /* the latest ts of its events */
     bool quota_reached; /* a hold tier's quota was reached by the event being applied */
     bill_t bill;        /* the period's invoice items, credits, budget (billing.h) */
+    /* What the last seal wrote, so that a seal writes only rows that changed (not in the
+     * snapshot: after a restore everything is written once). 0: nothing yet. */
+    uint64_t sealed_account, sealed_draft;
+    bill_i128_t sealed_meter[BILL_METERS];
     project_t *projects;
     run_t *runs;
     workflow_t *workflows;
@@ -122,6 +128,7 @@ struct ledger {
     /* final invoices not sealed yet, already encoded */
     pgcopy_t fin[BATCH_NTABLES];
     int64_t nfin[BATCH_NTABLES];
+    pgcopy_t scratch[BATCH_NTABLES]; /* one organization's rows before deciding to write them */
 };
 
 /* ---------- helpers ---------- */
@@ -536,6 +543,31 @@ static void copy_invoice_id(pgcopy_t *b, const org_t *o, int64_t period_start)
 
 /* Encodes one invoice (draft or final) of o's open period: the invoice, its lines, the period's
  * usage rollups and its tier stretches. */
+static bill_i128_t meter_value(const org_t *o, int m)
+{
+    return m == BILL_M_STORAGE_BYTE_MS ? o->bill.storage_byte_ms : o->bill.meters[m];
+}
+
+/* usage_rollups rows of the meters that changed since the last seal (all grow within a period
+ * and start at 0, which is never written). */
+static void encode_rollups(pgcopy_t *rows, int64_t *nrows, org_t *o, int64_t period_start)
+{
+    pgcopy_t *r = &rows[BATCH_ROLLUPS];
+    for (int m = 0; m < BILL_METERS; m++) {
+        bill_i128_t v = meter_value(o, m);
+        if (v == o->sealed_meter[m])
+            continue;
+        o->sealed_meter[m] = v;
+        pgcopy_row(r, 4);
+        pgcopy_text(r, o->id, o->id_len);
+        pgcopy_timestamptz_ms(r, period_start);
+        copy_cstr(r, bill_meter_name((bill_meter_t)m));
+        copy_i128(r, v);
+        nrows[BATCH_ROLLUPS]++;
+    }
+}
+
+/* The invoice row, its lines and its period's stretches. */
 static void encode_invoice(pgcopy_t *rows, int64_t *nrows, const org_t *o,
                            const bill_invoice_t *inv)
 {
@@ -570,16 +602,6 @@ static void encode_invoice(pgcopy_t *rows, int64_t *nrows, const org_t *o,
         nrows[BATCH_LINES]++;
     }
 
-    r = &rows[BATCH_ROLLUPS];
-    for (int m = 0; m < BILL_METERS; m++) {
-        pgcopy_row(r, 4);
-        pgcopy_text(r, o->id, o->id_len);
-        pgcopy_timestamptz_ms(r, inv->period_start);
-        copy_cstr(r, bill_meter_name((bill_meter_t)m));
-        copy_i128(r, m == BILL_M_STORAGE_BYTE_MS ? o->bill.storage_byte_ms : o->bill.meters[m]);
-        nrows[BATCH_ROLLUPS]++;
-    }
-
     r = &rows[BATCH_SUBS];
     for (size_t i = 0; i < o->bill.nstretches; i++) {
         const bill_stretch_t *st = &o->bill.stretches[i];
@@ -606,6 +628,9 @@ static void close_period(ledger_t *l, const tiers_t *tiers, org_t *o, int64_t en
     bill_invoice_t inv;
     bill_invoice(&o->bill, end, &inv);
     encode_invoice(l->fin, l->nfin, o, &inv);
+    encode_rollups(l->fin, l->nfin, o, inv.period_start);
+    o->sealed_draft = 0; /* the next period's draft is new */
+    memset(o->sealed_meter, 0, sizeof(o->sealed_meter));
     l->closed++;
     bill_settle(&o->bill, &inv);
     bill_invoice_free(&inv);
@@ -966,11 +991,35 @@ void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t rows[BATCH_NTABLES
         pgcopy_text(state, o->id, o->id_len);
         pgcopy_bytea(state, sb.data, sb.size);
         (*nstate)++;
-        encode_account(&rows[BATCH_ACCOUNTS], o);
-        nrows[BATCH_ACCOUNTS]++;
+        /* the account and the draft only when they changed: most events (an llm.call of a
+         * tier that does not bill it) change only the rollups */
+        pgcopy_t *sc = l->scratch;
+        int64_t nsc[BATCH_NTABLES] = {0};
+        for (int t = 0; t < BATCH_NTABLES; t++)
+            pgcopy_reset(&sc[t]);
+        encode_account(&sc[BATCH_ACCOUNTS], o);
+        uint64_t h = XXH3_64bits(sc[BATCH_ACCOUNTS].p, sc[BATCH_ACCOUNTS].len);
+        if (h != o->sealed_account) {
+            o->sealed_account = h;
+            pgcopy_append(&rows[BATCH_ACCOUNTS], sc[BATCH_ACCOUNTS].p, sc[BATCH_ACCOUNTS].len);
+            nrows[BATCH_ACCOUNTS]++;
+        }
         bill_invoice_t inv;
         bill_invoice(&o->bill, -1, &inv);
-        encode_invoice(rows, nrows, o, &inv);
+        encode_invoice(sc, nsc, o, &inv);
+        static const batch_table_t draft_tables[] = {BATCH_INVOICES, BATCH_LINES, BATCH_SUBS};
+        h = 0;
+        for (size_t i = 0; i < 3; i++) /* chained: each table's hash seeds the next */
+            h = XXH3_64bits_withSeed(sc[draft_tables[i]].p, sc[draft_tables[i]].len, h);
+        if (h != o->sealed_draft) {
+            o->sealed_draft = h;
+            for (size_t i = 0; i < 3; i++) {
+                pgcopy_append(&rows[draft_tables[i]], sc[draft_tables[i]].p,
+                              sc[draft_tables[i]].len);
+                nrows[draft_tables[i]] += nsc[draft_tables[i]];
+            }
+        }
+        encode_rollups(rows, nrows, o, inv.period_start);
         bill_invoice_free(&inv);
     }
     l->dirty_orgs = NULL;
@@ -1304,8 +1353,10 @@ ledger_t *ledger_new(void)
 {
     ledger_t *l = calloc(1, sizeof(ledger_t));
     if (l)
-        for (int t = 0; t < BATCH_NTABLES; t++)
+        for (int t = 0; t < BATCH_NTABLES; t++) {
             pgcopy_init(&l->fin[t]);
+            pgcopy_init(&l->scratch[t]);
+        }
     return l;
 }
 
@@ -1367,8 +1418,10 @@ void ledger_free(ledger_t *l)
     }
     free(l->dec);
     free(l->alerts);
-    for (int t = 0; t < BATCH_NTABLES; t++)
+    for (int t = 0; t < BATCH_NTABLES; t++) {
         pgcopy_close(&l->fin[t]);
+        pgcopy_close(&l->scratch[t]);
+    }
     free(l);
 }
 
