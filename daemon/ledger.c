@@ -752,7 +752,8 @@ static void sweep(ledger_t *l, const tiers_t *tiers, int64_t now)
     for (org_t *x = l->orgs; x; x = x->hh.next)
         if (x->period_end <= horizon)
             due[n++] = x;
-    qsort(due, n, sizeof(*due), by_end_then_id);
+    if (n)
+        qsort(due, n, sizeof(*due), by_end_then_id);
     for (size_t i = 0; i < n; i++) {
         roll(l, tiers, due[i], horizon);
         release_held(l, tier_of(tiers, due[i]), due[i], now);

@@ -685,6 +685,7 @@ static void test_table_change_affects_future_usage_only(void **state)
     expect_invoice(find(&s, "x", APR1), "draft", MAY1, MAY1, 1, 6000, 0, 6000);
     ledger_free(l);
     tiers_free(next);
+    sealed_free(&s);
 }
 
 /* A snapshot restores the bill exactly: the restored ledger seals the same invoice bytes. */
