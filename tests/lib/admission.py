@@ -2,7 +2,10 @@
 
 The model is PRODUCT.md's rules written a second time, in Python, from the documentation
 (daemon/ledger.h), not from ledger.c: feeding it the published events in partition order gives
-the decisions and usage records meterd must produce, to compare exactly.
+the decisions and usage records meterd must produce, to compare exactly. It includes the two
+period rules billing brought: subscription periods renew on the anniversaries of their anchor,
+and a silent organization's period closes (held workflows released) at the first event of its
+partition an hour past its end.
 
 Tier limits come from deploy/tiers.ini, read with configparser.
 """
@@ -15,10 +18,12 @@ import random
 
 import msgpack
 import xxhash
+from kafka.partitioner.default import murmur2
 
 from meterlab import SOURCE
 
 MONTH_MS_APPROX = 30 * 86400 * 1000
+CLOSE_GRACE_MS = 3600000  # a silent organization's period closes an hour past its end
 BASE_TS = 1767225600000  # 2026-01-01T00:00:00Z
 UNLIMITED = -1
 
@@ -69,6 +74,7 @@ class Org:
         self.calendar = True
         self.start = month_start(ts)
         self.end = add_months(self.start, 1)
+        self.anchor = None   # subscription periods start on its monthly anniversaries
         self.counted = 0
         self.packs = 0
         self.projects = {}   # pid -> {"running": int, "queue": [run ids]}, insertion-ordered
@@ -77,11 +83,22 @@ class Org:
         self.held = []       # workflow ids, oldest first
 
 
-class Model:
-    """Applies events in partition order; collects decisions and final records."""
+def partition_of(org, partitions):
+    """The producer's default partition of an org key (Kafka's murmur2, as python3-kafka)."""
+    return (murmur2(org.encode()) & 0x7fffffff) % partitions
 
-    def __init__(self, tiers):
+
+class Model:
+    """Applies events in publish order (which is each partition's order); collects decisions
+    and final records. partitions: of the input topic — a silent organization's period is
+    closed by the latest ts of its partition."""
+
+    def __init__(self, tiers, partitions=16):
         self.tiers = tiers
+        self.partitions = partitions
+        self.watermark = {}     # partition -> latest ts
+        self.next_close = {}    # partition -> no period there ends before this
+        self.part = {}          # org -> partition
         self.orgs = {}
         self.decisions = []     # dicts, as published
         self.usage = {}         # (org, workflow, requested_at) -> row dict
@@ -91,12 +108,13 @@ class Model:
     def tier(self, o):
         return self.tiers[o.tier]
 
-    def decide(self, ev, typ, project, subject, **kw):
-        d = {"v": 1, "type": typ, "org": ev["org"], "ts": ev["ts"], "project": project,
+    def decide(self, ev, typ, project, subject, org=None, **kw):
+        org = org or ev["org"]
+        d = {"v": 1, "type": typ, "org": org, "ts": ev["ts"], "project": project,
              "cause": ev["id"]}
         d["run" if typ.startswith("agent.") else "workflow"] = subject
         d.update(kw)
-        d["id"] = decision_id(ev["org"], ev["id"], typ, subject)
+        d["id"] = decision_id(org, ev["id"], typ, subject)
         self.decisions.append(d)
 
     def quota(self, o):
@@ -135,7 +153,7 @@ class Model:
         while o.held and not self.must_hold(o):
             w = o.wfs[o.held.pop(0)]
             self.count(o, w, ev["ts"])
-            self.decide(ev, "workflow.released", w["project"], w["id"],
+            self.decide(ev, "workflow.released", w["project"], w["id"], org=o.id,
                         waited_ms=max(0, ev["ts"] - w["requested_at"]))
 
     def slot_free(self, o, p):
@@ -163,18 +181,38 @@ class Model:
 
     def begin(self, o, start, end):
         o.start, o.end, o.counted, o.packs = start, end, 0, 0
+        self.note_end(o)
+
+    def note_end(self, o):
+        p = self.part[o.id]
+        self.next_close[p] = min(self.next_close.get(p, o.end), o.end)
 
     def roll(self, o, ts):
         rolled = False
         while ts >= o.end:
             start = o.end
-            end = add_months(month_start(start), 1) if o.calendar else add_months(start, 1)
+            if o.calendar:
+                end = add_months(month_start(start), 1)
+            else:
+                if o.anchor is None or o.anchor > start:
+                    o.anchor = start
+                k = 1
+                while add_months(o.anchor, k) <= start:
+                    k += 1
+                end = add_months(o.anchor, k)
             self.begin(o, start, end)
             rolled = True
         return rolled
 
     def apply(self, ev):
-        """ev: a decoded, valid event. Returns False when it is a duplicate (no effect)."""
+        """ev: a decoded, valid event. Returns False when it is a duplicate (no effect), None
+        when it is dead-lettered."""
+        applied = self._apply(ev)
+        if applied:
+            self.sweep(ev)  # after every applied event, no-ops included
+        return applied
+
+    def _apply(self, ev):
         key = (ev["org"], ev["id"])
         if key in self.seen:
             return False
@@ -185,6 +223,8 @@ class Model:
         o = self.orgs.get(ev["org"])
         if o is None:
             o = self.orgs[ev["org"]] = Org(ev["org"], ev["ts"])
+            self.part[o.id] = partition_of(o.id, self.partitions)
+            self.note_end(o)
         if self.roll(o, ev["ts"]):
             self.release(o, ev)
         ts = ev["ts"]
@@ -247,10 +287,15 @@ class Model:
             if "period_start" in ev and ev["period_start"] > o.start:
                 self.begin(o, ev["period_start"],
                            ev.get("period_end", add_months(ev["period_start"], 1)))
+                o.anchor = ev["period_end"] if "period_end" in ev else ev["period_start"]
             elif "period_end" in ev and ev["period_end"] > o.start:
                 o.end = ev["period_end"]
+                o.anchor = ev["period_end"]
+                self.note_end(o)
             o.tier = tier
             o.calendar = self.tiers[tier]["calendar"]
+            if o.calendar:
+                o.anchor = None
             self.roll(o, ts)
             for pid in list(o.projects):
                 self.admit_queued(o, pid, ev)
@@ -259,6 +304,21 @@ class Model:
             o.packs += ev["workflows"]
             self.release(o, ev)
         return True
+
+    def sweep(self, ev):
+        """Silent organizations of ev's partition whose period ended CLOSE_GRACE_MS before the
+        partition's latest ts move on, by period end then id; their releases are caused by ev."""
+        p = self.part[ev["org"]]
+        wm = self.watermark[p] = max(self.watermark.get(p, 0), ev["ts"])
+        horizon = wm - CLOSE_GRACE_MS
+        if horizon < self.next_close.get(p, horizon + 1):
+            return
+        mine = [o for o in self.orgs.values() if self.part[o.id] == p]
+        due = sorted((o for o in mine if o.end <= horizon), key=lambda o: (o.end, o.id.encode()))
+        for o in due:
+            self.roll(o, horizon)
+            self.release(o, ev)
+        self.next_close[p] = min(o.end for o in mine)
 
 
 def decision_id(org, cause, typ, subject):
