@@ -73,7 +73,8 @@ CREATE TABLE subscriptions (
 
 -- Usage per organization, period and meter, whatever the tier bills (see bill_meter_t):
 -- workflows, overage_workflows, held_workflows, agent_ms, llm_calls, llm_cost_nanos,
--- llm_billed_nanos, api_calls, storage_byte_ms.
+-- llm_billed_nanos, api_calls, storage_byte_ms. A meter still at 0 has no row (read a missing
+-- row as 0); a flush writes the meters that moved since the last one.
 CREATE TABLE usage_rollups (
     org_id       text COLLATE "C" NOT NULL,
     period_start timestamptz NOT NULL,
