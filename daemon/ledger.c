@@ -541,8 +541,6 @@ static void copy_invoice_id(pgcopy_t *b, const org_t *o, int64_t period_start)
     pgcopy_text(b, id, (size_t)n);
 }
 
-/* Encodes one invoice (draft or final) of o's open period: the invoice, its lines, the period's
- * usage rollups and its tier stretches. */
 static bill_i128_t meter_value(const org_t *o, int m)
 {
     return m == BILL_M_STORAGE_BYTE_MS ? o->bill.storage_byte_ms : o->bill.meters[m];

@@ -130,15 +130,21 @@ __attribute__((warn_unused_result)) int ledger_apply(ledger_t *l, const tiers_t 
  *   BATCH_RUNS     agent_runs (org_id, project_id, run_id, workflow_id, status, requested_at,
  *                  admitted_at, finished_at, waited_ms, agent_ms), per changed run;
  *   BATCH_ACCOUNTS billing_accounts (org_id, tier, promo, period_start, period_end,
- *                  credits_micros, budget_micros, thresholds as "50,80,100"), per changed org;
+ *                  credits_micros, budget_micros, thresholds as "50,80,100"), per organization
+ *                  whose row differs from the one it last sealed;
  *   BATCH_INVOICES invoices (id, org_id, period_start, period_end, nominal_end, status,
  *                  subtotal_cents, credits_cents, total_cents): every final invoice of a period
- *                  closed since the last seal, and the draft of every changed organization;
+ *                  closed since the last seal, and the draft of every changed organization
+ *                  whose draft (invoice, lines, stretches) differs from the one it last sealed;
  *   BATCH_LINES    invoice_line_items (invoice_id, line_no, kind, detail, description,
- *                  quantity_raw text, quantity_scale text, unit_price_micros, amount_cents);
- *   BATCH_ROLLUPS  usage_rollups (org_id, period_start, meter, quantity text), per invoice;
+ *                  quantity_raw text, quantity_scale text, unit_price_micros, amount_cents), the
+ *                  whole set of each invoice written;
+ *   BATCH_ROLLUPS  usage_rollups (org_id, period_start, meter, quantity text), the meters that
+ *                  moved since the last seal;
  *   BATCH_SUBS     subscriptions (org_id, period_start, started_at, ended_at, tier, promo,
- *                  fee_micros), the stretches of each invoice's period.
+ *                  fee_micros), the stretches of each invoice written.
+ * "Since the last seal" assumes every sealed batch is committed or the state dropped (a fenced
+ * or failed partition is reloaded), which is how the meter uses it.
  * Drops finished records from memory afterwards. */
 void ledger_seal(ledger_t *l, int32_t checkpoint_id, pgcopy_t rows[BATCH_NTABLES],
                  int64_t nrows[BATCH_NTABLES]);
