@@ -390,7 +390,9 @@ class BenchDaemon(meterlab.Daemon):
                 "--meter.prices_file=" + meterlab.PRICES,
                 "--meter.tiers_file=" + meterlab.TIERS,
                 "--meter.instance_id=" + self.name,
-                "--meter.stats_interval_ms=1000"] + self.extra
+                "--meter.stats_interval_ms=1000",
+                "--http.listen=127.0.0.1:%d" % self.http_port,
+                "--http.admin_listen=127.0.0.1:%d" % self.admin_port] + self.extra
 
 
 def parse_ts(s):

@@ -99,6 +99,12 @@ static const key_t_ keys[] = {
      "Interval of the periodic stats log line; 0 disables it."},
     {"meter.shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), "9000", 100, 600000,
      "SIGTERM drain deadline: flush, checkpoint and leave the group within this time."},
+    {"http.listen", K_STR, F(http_listen), "127.0.0.1:9187", 0, 0,
+     "Address of /metrics, /livez and /readyz (host:port, [v6]:port); empty disables it. "
+     "Loopback by default: set 0.0.0.0:9187 for a Prometheus scraper elsewhere."},
+    {"http.admin_listen", K_STR, F(http_admin_listen), "127.0.0.1:9188", 0, 0,
+     "Address of the admin endpoint (/admin/orgs/ORG, for meterctl); loopback addresses only; "
+     "empty disables it."},
     {"log.level", K_LEVEL, F(log_level), "info", 0, 0, "debug, info, warn or error."},
 };
 #undef F
@@ -493,6 +499,30 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
         errf(err, errlen, "kafka.budget_topic: must differ from kafka.input_topic");
         return -1;
     }
+    char lhost[256];
+    int port;
+    if (c->http_listen[0] &&
+        config_parse_hostport(c->http_listen, lhost, sizeof(lhost), &port) < 0) {
+        errf(err, errlen, "http.listen: \"%s\" is not host:port", c->http_listen);
+        return -1;
+    }
+    if (c->http_admin_listen[0]) {
+        if (config_parse_hostport(c->http_admin_listen, lhost, sizeof(lhost), &port) < 0) {
+            errf(err, errlen, "http.admin_listen: \"%s\" is not host:port", c->http_admin_listen);
+            return -1;
+        }
+        if (strcmp(lhost, "localhost") != 0 && strncmp(lhost, "127.", 4) != 0 &&
+            strcmp(lhost, "::1") != 0) {
+            errf(err, errlen, "http.admin_listen: \"%s\" is not a loopback address",
+                 c->http_admin_listen);
+            return -1;
+        }
+    }
+    if (c->http_listen[0] && c->http_admin_listen[0] &&
+        strcmp(c->http_listen, c->http_admin_listen) == 0) {
+        errf(err, errlen, "http.admin_listen: must differ from http.listen");
+        return -1;
+    }
     if (c->max_pending_events < c->flush_max_events) {
         errf(err, errlen,
              "meter.max_pending_events (%lld) must be at least "
@@ -509,6 +539,34 @@ static int finish(config_t *c, char **envp, char *err, size_t errlen)
         if (set_str(&c->instance_id, id) < 0)
             return -1;
     }
+    return 0;
+}
+
+int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    size_t hn;
+    if (s[0] == '[') { /* [v6]:port */
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        hn = (size_t)(close - s - 1);
+        s++;
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || strchr(s, ':') != colon)
+            return -1;
+        hn = (size_t)(colon - s);
+    }
+    if (hn == 0 || hn >= hostlen)
+        return -1;
+    memcpy(host, s, hn);
+    host[hn] = '\0';
+    int64_t p;
+    if (parse_int(colon + 1, &p) < 0 || p < 1 || p > 65535)
+        return -1;
+    *port = (int)p;
     return 0;
 }
 

@@ -67,6 +67,9 @@ typedef struct config {
     int64_t revoke_timeout_ms;
     int64_t stats_interval_ms;
     int64_t shutdown_timeout_ms;
+    /* [http] */
+    char *http_listen;
+    char *http_admin_listen;
     /* [log] */
     char *log_level;
 } config_t;
@@ -99,6 +102,11 @@ void config_usage(FILE *f, const char *prog);
  * key of the table in order. */
 void config_each_key(void (*fn)(const char *key, const char *def, const char *doc, void *arg),
                      void *arg);
+
+/* Splits "host:port" or "[v6 address]:port" into host (NUL-terminated, brackets removed) and
+ * port 1..65535. Returns 0, or -1 when malformed or host does not fit in hostlen. */
+__attribute__((warn_unused_result)) int config_parse_hostport(const char *s, char *host,
+                                                              size_t hostlen, int *port);
 
 /* Reads a whole file into a NUL-terminated heap buffer (freed by the caller) — used for the
  * price table and secret files. Returns 0, or -1 with errno set. */

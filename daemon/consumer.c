@@ -339,6 +339,15 @@ bool consumer_owns(consumer_t *c, int32_t partition)
     return found;
 }
 
+int64_t consumer_high_watermark(consumer_t *c, int32_t partition)
+{
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(c->rk, c->cfg->kafka_input_topic, partition, &lo, &hi) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return hi;
+}
+
 void consumer_seek(consumer_t *c, int32_t partition, int64_t offset)
 {
     int64_t off[1] = {offset};

@@ -58,6 +58,10 @@ void consumer_pause(consumer_t *c, const int32_t *partitions, size_t n, bool pau
 
 /* True while `partition` is in this consumer's current assignment. */
 bool consumer_owns(consumer_t *c, int32_t partition);
+
+/* The partition's high watermark as last seen in a fetch response (no broker round trip):
+ * returns it, or -1 when not known yet. */
+int64_t consumer_high_watermark(consumer_t *c, int32_t partition);
 /* Moves the fetch position of an assigned partition (-1: the beginning). */
 void consumer_seek(consumer_t *c, int32_t partition, int64_t offset);
 

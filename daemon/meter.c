@@ -127,6 +127,7 @@ struct meter {
     metric_t *m_decision_latency;
     metric_t *m_budget[4]; /* warnings, then exceeded by bill_reason_t */
     metric_t *m_invoices_final;
+    metric_t *m_lag;
     metric_t *m_noops[5]; /* by ledger_note_t */
     metric_t *m_running, *m_queued, *m_held, *m_orgs;
     metric_t *m_duplicates, *m_redelivered, *m_gaps, *m_unpriced, *m_ignored;
@@ -929,7 +930,7 @@ void meter_set_tables(meter_t *m, pricing_t *prices, tiers_t *tiers)
 /* The ledger gauges, summed over the owned partitions. */
 static void ledger_gauges(meter_t *m)
 {
-    int64_t running = 0, queued = 0, held = 0, orgs = 0;
+    int64_t running = 0, queued = 0, held = 0, orgs = 0, lag = 0;
     for (size_t i = 0; i < m->nslots; i++) {
         const part_t *p = m->slots[i].part;
         if (!p || !flushable(m->slots[i].state))
@@ -938,11 +939,52 @@ static void ledger_gauges(meter_t *m)
         queued += (int64_t)ledger_queued(part_ledger(p));
         held += (int64_t)ledger_held(part_ledger(p));
         orgs += (int64_t)ledger_orgs(part_ledger(p));
+        /* lag: messages in Kafka not yet applied here (the fetch's view of the log end) */
+        int64_t hi = m->consumer ? consumer_high_watermark(m->consumer, part_partition(p)) : -1;
+        int64_t next = part_next_offset(p) < 0 ? 0 : part_next_offset(p);
+        if (hi > next)
+            lag += hi - next;
     }
     metric_set(m->m_running, running);
     metric_set(m->m_queued, queued);
     metric_set(m->m_held, held);
     metric_set(m->m_orgs, orgs);
+    metric_set(m->m_lag, lag);
+}
+
+void meter_update_gauges(meter_t *m)
+{
+    ledger_gauges(m);
+}
+
+bool meter_ready(meter_t *m, char *why, size_t len)
+{
+    const char *reason = NULL;
+    if (m->stopping)
+        reason = "stopping";
+    else if (!store_is_up(m->store))
+        reason = "PostgreSQL is not reachable";
+    else if (m->assign_gen == 0)
+        reason = "not yet in the consumer group (Kafka not reachable, or joining)";
+    for (size_t i = 0; !reason && i < m->nslots; i++)
+        if (m->slots[i].state == S_CLAIMING || m->slots[i].state == S_LOADING)
+            reason = "loading partitions";
+    if (why && len)
+        snprintf(why, len, "%s", reason ? reason : "ready");
+    return reason == NULL;
+}
+
+int meter_describe_org(meter_t *m, const char *org, char *buf, size_t len)
+{
+    for (size_t i = 0; i < m->nslots; i++) {
+        const part_t *p = m->slots[i].part;
+        if (!p || m->slots[i].state != S_ACTIVE)
+            continue;
+        int n = ledger_describe(part_ledger(p), org, strlen(org), buf, len);
+        if (n >= 0)
+            return n;
+    }
+    return -1;
 }
 
 void meter_log_stats(meter_t *m)
@@ -1057,7 +1099,12 @@ static int register_metrics(meter_t *m)
                               "Workflows held over a Free organization's quota.", NULL);
     m->m_orgs =
         metrics_gauge(r, "meterd_organizations", "Organizations in the owned partitions.", NULL);
-    if (!m->m_decision_latency || !m->m_running || !m->m_queued || !m->m_held || !m->m_orgs)
+    m->m_lag = metrics_gauge(r, "meterd_consumer_lag_messages",
+                             "Messages in the owned partitions not yet applied here (log end "
+                             "offset from the latest fetch minus the next offset).",
+                             NULL);
+    if (!m->m_decision_latency || !m->m_running || !m->m_queued || !m->m_held || !m->m_orgs ||
+        !m->m_lag)
         return -1;
     static const double secs[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                   0.25,  0.5,    1,     2.5,  5,     10};

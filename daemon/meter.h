@@ -46,6 +46,17 @@ void meter_stop(meter_t *m);
  * limits until its next subscription event. */
 void meter_set_tables(meter_t *m, pricing_t *prices, tiers_t *tiers);
 
+/* Ready to serve: PostgreSQL up, in the consumer group, every assigned partition loaded, not
+ * stopping. Writes the reason (or "ready") into why. */
+bool meter_ready(meter_t *m, char *why, size_t len);
+
+/* Refreshes the gauges computed on demand (ledger sizes, consumer lag), e.g. before a scrape. */
+void meter_update_gauges(meter_t *m);
+
+/* The live state of organization `org` (NUL-terminated) as JSON (ledger_describe) when one of
+ * the active partitions holds it: returns the length it needed, or -1. */
+int meter_describe_org(meter_t *m, const char *org, char *buf, size_t len);
+
 /* Writes one stats log line now. */
 void meter_log_stats(meter_t *m);
 

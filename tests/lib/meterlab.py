@@ -192,6 +192,13 @@ class Daemon:
         self.logpath = os.path.join(logdir, "%s.log" % name)
         self.proc = None
         self.starts = 0
+        # Each instance serves HTTP on ports of its own (several run side by side); the same
+        # ports across restarts.
+        self.http_port = free_port()
+        self.admin_port = free_port()
+
+    def url(self, path, admin=False):
+        return "http://127.0.0.1:%d%s" % (self.admin_port if admin else self.http_port, path)
 
     def argv(self):
         return [os.path.join(BUILD, "meterd"),
@@ -204,7 +211,9 @@ class Daemon:
                 "--meter.tiers_file=" + TIERS,
                 "--meter.instance_id=" + self.name,
                 "--meter.flush_interval_ms=100",
-                "--meter.stats_interval_ms=2000"] + self.extra + \
+                "--meter.stats_interval_ms=2000",
+                "--http.listen=127.0.0.1:%d" % self.http_port,
+                "--http.admin_listen=127.0.0.1:%d" % self.admin_port] + self.extra + \
             os.environ.get("METERD_TEST_DAEMON_ARGS", "").split()
 
     def start(self):
