@@ -267,7 +267,7 @@ fail_conf:
     if (conf)
         rd_kafka_conf_destroy(conf);
 fail:
-    for (int i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof(p->warm) / sizeof(p->warm[0]); i++)
         if (p->warm[i])
             rd_kafka_topic_destroy(p->warm[i]);
     if (p->main_q)
@@ -349,7 +349,7 @@ int64_t producer_close(producer_t *p, int timeout_ms)
     }
     rd_kafka_queue_io_event_enable(p->main_q, -1, NULL, 0);
     rd_kafka_queue_destroy(p->main_q);
-    for (int i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof(p->warm) / sizeof(p->warm[0]); i++)
         if (p->warm[i])
             rd_kafka_topic_destroy(p->warm[i]);
     rd_kafka_destroy(p->rk);
