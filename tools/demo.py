@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 
 import msgpack
 
@@ -112,6 +113,20 @@ def main():
         print("\nDead-letter topic usage.dlq: %d messages, by error header:" % len(dlq))
         for k in sorted(reasons):
             print("  %-16s %d" % (k, reasons[k]))
+        with urllib.request.urlopen(d.url("/readyz"), timeout=5) as r:
+            print("\nGET %s -> %d %s" % (d.url("/readyz"), r.status, r.read().decode().strip()))
+        with urllib.request.urlopen(d.url("/metrics"), timeout=5) as r:
+            text = r.read().decode()
+        print("GET %s -> %d lines; a few of them:" % (d.url("/metrics"), len(text.splitlines())))
+        for line in text.splitlines():
+            if line.startswith(("meterd_events_total{type=\"llm.call\"}",
+                                "meterd_events_duplicate_total ", "meterd_invoices_finalized_total ",
+                                "meterd_decisions_total{type=\"agent.admitted\"}",
+                                "meterd_consumer_lag_messages ", "meterd_pg_up ")):
+                print("  " + line)
+        org = a.orgs[0]
+        with urllib.request.urlopen(d.url("/admin/orgs/" + org, admin=True), timeout=5) as r:
+            print("GET %s -> %s" % (d.url("/admin/orgs/" + org, admin=True), r.read().decode()))
         stats = [x for x in d.log_lines() if x.get("msg") == "stats"]
         d.kill(signal.SIGTERM)
         stats = [x for x in d.log_lines() if x.get("msg") == "stats"]
