@@ -66,9 +66,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, int status, const char 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     http_t *h = cls;
     (void)version;
@@ -162,8 +161,10 @@ http_t *http_new(uv_loop_t *loop, log_t *log, const char *name, const char *list
         snprintf(err, errlen, "%s: \"%s\" is not host:port", name, listen);
         return NULL;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE}, *ai = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *ai = NULL;
     char portstr[8];
     snprintf(portstr, sizeof(portstr), "%d", port);
     int gai = getaddrinfo(host, portstr, &hints, &ai);

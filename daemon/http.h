@@ -26,8 +26,7 @@ typedef struct {
 } http_reply_t;
 
 /* path: the request's (decoded) path; for a prefix route, rest is what follows the prefix. */
-typedef void (*http_handler_fn)(void *arg, const char *path, const char *rest,
-                                http_reply_t *reply);
+typedef void (*http_handler_fn)(void *arg, const char *path, const char *rest, http_reply_t *reply);
 
 typedef struct {
     const char *path; /* exact, or a prefix when it ends in '/' */
