@@ -6,7 +6,7 @@ PKGS="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
  libuv1-dev librdkafka-dev libpq-dev libmsgpack-dev libcmocka-dev libxxhash-dev uthash-dev
  libinih-dev libjansson-dev libcurl4-openssl-dev libmicrohttpd-dev libsystemd-dev libsodium-dev
  postgresql-15 postgresql-client-15 kcat python3-kafka python3-msgpack python3-xxhash
- python3-jsonschema
+ python3-jsonschema python3-yaml
  prometheus systemd util-linux procps"
 missing=""
 for p in $PKGS; do
