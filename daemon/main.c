@@ -99,8 +99,9 @@ static void close_signals(struct daemon *d)
 static void on_meter_done(void *arg, int exit_code)
 {
     struct daemon *d = arg;
-    d->exit_code = exit_code;
-    LOG_INFO(d->log, "meterd stopped", LI("exit_code", exit_code));
+    if (!d->exit_code) /* a start-up failure (HTTP) already chose its status */
+        d->exit_code = exit_code;
+    LOG_INFO(d->log, "meterd stopped", LI("exit_code", d->exit_code));
     close_signals(d);
     http_close(d->http);
     http_close(d->admin);

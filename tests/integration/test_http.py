@@ -15,11 +15,14 @@ PostgreSQL, the admin endpoint shows an organization — all from the loop, no e
 3. /admin/orgs/ORG on the admin listener returns the organization's live state as JSON; an
    unknown one is 404; the admin routes are not on the public listener and vice versa; a POST
    is 405.
+4. An http.listen address already in use: meterd refuses to start, exit status 2, naming the
+   key.
 
 Seed: METERD_TEST_SEED (printed).
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -172,6 +175,18 @@ def main():
         wait_for(lambda: caught_up(lab.pg, ends2), 120, "the events published meanwhile")
         assert d.starts == 1 and d.running(), "the daemon restarted"
         assert d.stop() == 0
+
+        # ---- an address already in use: refused at start, status 2, the key named
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        e = lab.daemon("busy", extra=["--http.listen=127.0.0.1:%d" % port]).start()
+        rc = e.proc.wait(60)
+        taken.close()
+        assert rc == 2, "exit %s with http.listen in use:\n%s" % (rc, e.tail())
+        assert "http.listen" in e.tail(), e.tail()
+        log("http.listen in use: exit 2, naming the key")
         want = dict(s.expected_rows)
         for k, row in s2.expected_rows.items():
             want[k] = [a + b for a, b in zip(want[k], row)] if k in want else row
