@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "calendar.h"
+#include "mpget.h"
 
 #define NANOS_PER_USD   1000000000LL
 #define MICROS_PER_CT   10000LL
@@ -78,6 +79,20 @@ static void set_str(char *dst, size_t max, const char *s)
         n = max;
     memcpy(dst, s, n);
     dst[n] = '\0';
+}
+
+/* Room for one more element in arr (n in use, *cap allocated), doubling from `first`. Out of
+ * memory aborts: the restart replays. */
+static void *grow(void *arr, size_t n, size_t *cap, size_t first, size_t size)
+{
+    if (n < *cap)
+        return arr;
+    size_t c = *cap ? *cap * 2 : first;
+    void *p = realloc(arr, c * size);
+    if (!p)
+        abort();
+    *cap = c;
+    return p;
 }
 
 /* ---------- lifecycle ---------- */
@@ -148,14 +163,7 @@ void bill_stretch(bill_t *b, int64_t from, const tier_t *t, const tier_promo_t *
             return;
         }
     }
-    if (b->nstretches == b->capstretches) {
-        size_t cap = b->capstretches ? b->capstretches * 2 : 4;
-        bill_stretch_t *s = realloc(b->stretches, cap * sizeof(*s));
-        if (!s)
-            abort(); /* out of memory: the restart replays */
-        b->stretches = s;
-        b->capstretches = cap;
-    }
+    b->stretches = grow(b->stretches, b->nstretches, &b->capstretches, 4, sizeof(*b->stretches));
     bill_stretch_t *s = &b->stretches[b->nstretches++];
     s->from = from;
     set_str(s->tier, TIERS_NAME_MAX, t->name);
@@ -177,14 +185,7 @@ static bill_item_t *item(bill_t *b, bill_kind_t kind, const char *detail, int64_
         if (it->kind == kind && it->unit_price_micros == unit && strcmp(it->detail, detail) == 0)
             return it;
     }
-    if (b->nitems == b->capitems) {
-        size_t cap = b->capitems ? b->capitems * 2 : 8;
-        bill_item_t *p = realloc(b->items, cap * sizeof(*p));
-        if (!p)
-            abort();
-        b->items = p;
-        b->capitems = cap;
-    }
+    b->items = grow(b->items, b->nitems, &b->capitems, 8, sizeof(*b->items));
     bill_item_t *it = &b->items[b->nitems++];
     memset(it, 0, sizeof(*it));
     it->kind = kind;
@@ -294,14 +295,7 @@ void bill_budget(bill_t *b, int64_t limit_micros, const int32_t *thresholds, uin
 
 static bill_line_t *push_line(bill_invoice_t *inv)
 {
-    if (inv->n == inv->cap) {
-        size_t cap = inv->cap ? inv->cap * 2 : 8;
-        bill_line_t *l = realloc(inv->lines, cap * sizeof(*l));
-        if (!l)
-            abort();
-        inv->lines = l;
-        inv->cap = cap;
-    }
+    inv->lines = grow(inv->lines, inv->n, &inv->cap, 8, sizeof(*inv->lines));
     bill_line_t *l = &inv->lines[inv->n++];
     memset(l, 0, sizeof(*l));
     return l;
@@ -594,42 +588,15 @@ void bill_pack(msgpack_packer *pk, const bill_t *b)
         msgpack_pack_nil(pk);
 }
 
-static int get_i64(const msgpack_object *o, int64_t *out)
+static int get_name(const msgpack_object *o, char *dst, uint32_t max)
 {
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-        *out = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = o->via.i64;
-    else
+    const char *p;
+    uint32_t n;
+    if (mpget_str(o, &p, &n, max) < 0)
         return -1;
-    return 0;
-}
-
-static int get_u64(const msgpack_object *o, uint64_t *out)
-{
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return -1;
-    *out = o->via.u64;
-    return 0;
-}
-
-static int get_arr(const msgpack_object *o, uint32_t n_min, uint32_t n_max,
-                   const msgpack_object **items, uint32_t *n)
-{
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min || o->via.array.size > n_max)
-        return -1;
-    *items = o->via.array.ptr;
-    *n = o->via.array.size;
-    return 0;
-}
-
-static int get_name(const msgpack_object *o, char *dst, size_t max)
-{
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max)
-        return -1;
-    memcpy(dst, o->via.str.ptr, o->via.str.size);
-    dst[o->via.str.size] = '\0';
-    return strlen(dst) == o->via.str.size ? 0 : -1; /* no NUL inside */
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    return strlen(dst) == n ? 0 : -1; /* no NUL inside */
 }
 
 static int get_i128(const msgpack_object *o, bill_i128_t *out)
@@ -638,7 +605,7 @@ static int get_i128(const msgpack_object *o, bill_i128_t *out)
     uint32_t n;
     int64_t hi;
     uint64_t lo;
-    if (get_arr(o, 2, 2, &f, &n) < 0 || get_i64(&f[0], &hi) < 0 || get_u64(&f[1], &lo) < 0)
+    if (mpget_arr(o, 2, 2, &f, &n) < 0 || mpget_i64(&f[0], &hi) < 0 || mpget_u64(&f[1], &lo) < 0)
         return -1;
     *out = (bill_i128_t)(((bill_u128_t)(uint64_t)hi << 64) | lo);
     return 0;
@@ -651,69 +618,59 @@ int bill_unpack(bill_t *b, const msgpack_object *o)
     bill_t t;
     bill_init(&t);
     uint64_t exceeded;
-    if (get_arr(o, SNAPSHOT_FIELDS, UINT32_MAX, &a, &n) < 0 ||
-        get_i64(&a[0], &t.period_start) < 0 || get_i64(&a[1], &t.nominal_end) < 0 ||
+    if (mpget_arr(o, SNAPSHOT_FIELDS, UINT32_MAX, &a, &n) < 0 ||
+        mpget_i64(&a[0], &t.period_start) < 0 || mpget_i64(&a[1], &t.nominal_end) < 0 ||
         t.nominal_end <= t.period_start)
         goto bad;
-    if (get_arr(&a[2], 0, UINT32_MAX, &f, &k) < 0)
+    if (mpget_arr(&a[2], 0, UINT32_MAX, &f, &k) < 0)
         goto bad;
     for (uint32_t i = 0; i < k; i++) {
         bill_stretch_t s;
-        if (get_arr(&f[i], 4, 4, &e, &m) < 0 || get_i64(&e[0], &s.from) < 0 ||
+        if (mpget_arr(&f[i], 4, 4, &e, &m) < 0 || mpget_i64(&e[0], &s.from) < 0 ||
             get_name(&e[1], s.tier, TIERS_NAME_MAX) < 0 ||
-            get_name(&e[2], s.promo, TIERS_NAME_MAX) < 0 || get_i64(&e[3], &s.fee_micros) < 0 ||
+            get_name(&e[2], s.promo, TIERS_NAME_MAX) < 0 || mpget_i64(&e[3], &s.fee_micros) < 0 ||
             (t.nstretches && s.from <= t.stretches[t.nstretches - 1].from))
             goto bad;
-        if (t.nstretches == t.capstretches) {
-            t.capstretches = t.capstretches ? t.capstretches * 2 : 4;
-            t.stretches = realloc(t.stretches, t.capstretches * sizeof(s));
-            if (!t.stretches)
-                abort();
-        }
+        t.stretches = grow(t.stretches, t.nstretches, &t.capstretches, 4, sizeof(s));
         t.stretches[t.nstretches++] = s;
     }
-    if (get_arr(&a[3], 0, UINT32_MAX, &f, &k) < 0)
+    if (mpget_arr(&a[3], 0, UINT32_MAX, &f, &k) < 0)
         goto bad;
     for (uint32_t i = 0; i < k; i++) {
         bill_item_t it;
         int64_t kind;
         memset(&it, 0, sizeof(it));
-        if (get_arr(&f[i], 5, 5, &e, &m) < 0 || get_i64(&e[0], &kind) < 0 || kind < 0 ||
+        if (mpget_arr(&f[i], 5, 5, &e, &m) < 0 || mpget_i64(&e[0], &kind) < 0 || kind < 0 ||
             kind >= BILL_CREDITS || kind == BILL_BASE_FEE ||
             get_name(&e[1], it.detail, BILL_DETAIL_MAX) < 0 ||
-            get_i64(&e[2], &it.unit_price_micros) < 0 || get_i128(&e[3], &it.raw) < 0 ||
-            get_i64(&e[4], &it.count) < 0)
+            mpget_i64(&e[2], &it.unit_price_micros) < 0 || get_i128(&e[3], &it.raw) < 0 ||
+            mpget_i64(&e[4], &it.count) < 0)
             goto bad;
         it.kind = (bill_kind_t)kind;
-        if (t.nitems == t.capitems) {
-            t.capitems = t.capitems ? t.capitems * 2 : 8;
-            t.items = realloc(t.items, t.capitems * sizeof(it));
-            if (!t.items)
-                abort();
-        }
+        t.items = grow(t.items, t.nitems, &t.capitems, 8, sizeof(it));
         t.items[t.nitems++] = it;
     }
-    if (get_arr(&a[4], BILL_METERS, BILL_METERS, &f, &k) < 0)
+    if (mpget_arr(&a[4], BILL_METERS, BILL_METERS, &f, &k) < 0)
         goto bad;
     for (int i = 0; i < BILL_METERS; i++)
-        if (get_i64(&f[i], &t.meters[i]) < 0)
+        if (mpget_i64(&f[i], &t.meters[i]) < 0)
             goto bad;
-    if (get_i128(&a[5], &t.storage_byte_ms) < 0 || get_i64(&a[6], &t.agent_ms) < 0 ||
-        get_u64(&a[7], &t.warned[0]) < 0 || get_u64(&a[8], &t.warned[1]) < 0 ||
-        get_u64(&a[9], &exceeded) < 0 || exceeded > UINT32_MAX ||
-        get_i64(&a[10], &t.credits_micros) < 0 || get_i64(&a[11], &t.budget_micros) < 0 ||
-        get_arr(&a[12], 0, WIRE_MAX_THRESHOLDS, &f, &k) < 0)
+    if (get_i128(&a[5], &t.storage_byte_ms) < 0 || mpget_i64(&a[6], &t.agent_ms) < 0 ||
+        mpget_u64(&a[7], &t.warned[0]) < 0 || mpget_u64(&a[8], &t.warned[1]) < 0 ||
+        mpget_u64(&a[9], &exceeded) < 0 || exceeded > UINT32_MAX ||
+        mpget_i64(&a[10], &t.credits_micros) < 0 || mpget_i64(&a[11], &t.budget_micros) < 0 ||
+        mpget_arr(&a[12], 0, WIRE_MAX_THRESHOLDS, &f, &k) < 0)
         goto bad;
     t.exceeded = (uint32_t)exceeded;
     t.nthresholds = k;
     for (uint32_t i = 0; i < k; i++) {
         int64_t v;
-        if (get_i64(&f[i], &v) < 0 || v < 1 || v > 100)
+        if (mpget_i64(&f[i], &v) < 0 || v < 1 || v > 100)
             goto bad;
         t.thresholds[i] = (int32_t)v;
     }
-    if (get_i64(&a[13], &t.storage_bytes) < 0 || get_i64(&a[14], &t.storage_since) < 0 ||
-        get_arr(&a[15], 0, BILL_MAX_ONE_TIME, &f, &k) < 0)
+    if (mpget_i64(&a[13], &t.storage_bytes) < 0 || mpget_i64(&a[14], &t.storage_since) < 0 ||
+        mpget_arr(&a[15], 0, BILL_MAX_ONE_TIME, &f, &k) < 0)
         goto bad;
     for (uint32_t i = 0; i < k; i++)
         if (get_name(&f[i], t.paid_once[i], TIERS_NAME_MAX) < 0)

@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "calendar.h"
+#include "mpget.h"
 
 #define SNAPSHOT_VERSION 2
 
@@ -1081,38 +1082,14 @@ typedef struct {
 
 static int get_arr(const msgpack_object *o, uint32_t n_min, arr_t *out)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min)
-        return -1;
-    out->items = o->via.array.ptr;
-    out->n = o->via.array.size;
-    return 0;
-}
-
-static int get_i64(const msgpack_object *o, int64_t *out)
-{
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-        *out = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = o->via.i64;
-    else
-        return -1;
-    return 0;
-}
-
-static int get_str(const msgpack_object *o, const char **p, uint32_t *n, uint32_t max)
-{
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max)
-        return -1;
-    *p = o->via.str.ptr;
-    *n = o->via.str.size;
-    return 0;
+    return mpget_arr(o, n_min, UINT32_MAX, &out->items, &out->n);
 }
 
 static int get_name(const msgpack_object *o, char dst[TIERS_NAME_MAX + 1])
 {
     const char *p;
     uint32_t n;
-    if (get_str(o, &p, &n, TIERS_NAME_MAX) < 0)
+    if (mpget_str(o, &p, &n, TIERS_NAME_MAX) < 0)
         return -1;
     set_name(dst, p, n);
     return 0;
@@ -1130,7 +1107,7 @@ static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *p
         uint32_t pidn;
         project_t *dup;
         if (get_arr(&projects->items[i], 2, &f) < 0 ||
-            get_str(&f.items[0], &pid, &pidn, 1024) < 0 ||
+            mpget_str(&f.items[0], &pid, &pidn, 1024) < 0 ||
             get_arr(&f.items[1], 0, &queues[i]) < 0) {
             free(queues);
             return -1;
@@ -1147,10 +1124,10 @@ static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *p
         const char *id, *proj, *wf;
         uint32_t idn, projn, wfn;
         int64_t state, req, adm;
-        if (get_arr(&runs->items[i], 6, &f) < 0 || get_str(&f.items[0], &id, &idn, 1024) < 0 ||
-            get_str(&f.items[1], &proj, &projn, 1024) < 0 ||
-            get_str(&f.items[2], &wf, &wfn, 1024) < 0 || get_i64(&f.items[3], &state) < 0 ||
-            get_i64(&f.items[4], &req) < 0 || get_i64(&f.items[5], &adm) < 0 ||
+        if (get_arr(&runs->items[i], 6, &f) < 0 || mpget_str(&f.items[0], &id, &idn, 1024) < 0 ||
+            mpget_str(&f.items[1], &proj, &projn, 1024) < 0 ||
+            mpget_str(&f.items[2], &wf, &wfn, 1024) < 0 || mpget_i64(&f.items[3], &state) < 0 ||
+            mpget_i64(&f.items[4], &req) < 0 || mpget_i64(&f.items[5], &adm) < 0 ||
             (state != RUN_QUEUED && state != RUN_RUNNING)) {
             free(queues);
             return -1;
@@ -1198,7 +1175,7 @@ static int restore_runs(ledger_t *l, org_t *o, const arr_t *runs, const arr_t *p
             const char *rid;
             uint32_t ridn;
             run_t *r;
-            if (get_str(&q->items[k], &rid, &ridn, 1024) < 0) {
+            if (mpget_str(&q->items[k], &rid, &ridn, 1024) < 0) {
                 free(queues);
                 return -1;
             }
@@ -1230,11 +1207,11 @@ static int restore_workflows(ledger_t *l, org_t *o, const arr_t *wfs, const arr_
         workflow_t *w = calloc(1, sizeof(*w));
         if (!w)
             abort();
-        if (get_arr(&wfs->items[i], 9, &f) < 0 || get_str(&f.items[0], &id, &idn, 1024) < 0 ||
-            get_str(&f.items[1], &proj, &projn, 1024) < 0 || get_i64(&f.items[2], &cx) < 0 ||
-            get_i64(&f.items[3], &state) < 0 || get_name(&f.items[4], w->tier) < 0 ||
-            get_i64(&f.items[5], &req) < 0 || get_i64(&f.items[6], &started) < 0 ||
-            get_i64(&f.items[7], &billed) < 0 || get_i64(&f.items[8], &overage) < 0 || cx < 0 ||
+        if (get_arr(&wfs->items[i], 9, &f) < 0 || mpget_str(&f.items[0], &id, &idn, 1024) < 0 ||
+            mpget_str(&f.items[1], &proj, &projn, 1024) < 0 || mpget_i64(&f.items[2], &cx) < 0 ||
+            mpget_i64(&f.items[3], &state) < 0 || get_name(&f.items[4], w->tier) < 0 ||
+            mpget_i64(&f.items[5], &req) < 0 || mpget_i64(&f.items[6], &started) < 0 ||
+            mpget_i64(&f.items[7], &billed) < 0 || mpget_i64(&f.items[8], &overage) < 0 || cx < 0 ||
             cx > WIRE_COMPLEXITY_LARGE || (state != WF_HELD && state != WF_RUNNING)) {
             free(w);
             return -1;
@@ -1265,7 +1242,7 @@ static int restore_workflows(ledger_t *l, org_t *o, const arr_t *wfs, const arr_
         const char *id;
         uint32_t idn;
         workflow_t *w;
-        if (get_str(&held->items[i], &id, &idn, 1024) < 0)
+        if (mpget_str(&held->items[i], &id, &idn, 1024) < 0)
             return -1;
         HASH_FIND(hh, o->workflows, id, idn, w);
         if (!w || w->state != WF_HELD || w->prev)
@@ -1300,8 +1277,8 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
     int64_t version, promo_start, kind, ps, pe, counted, packs, clock;
     const char *id;
     uint32_t idn;
-    if (get_arr(&root, SNAPSHOT_FIELDS, &a) < 0 || get_i64(&a.items[0], &version) < 0 ||
-        version != SNAPSHOT_VERSION || get_str(&a.items[1], &id, &idn, 1024) < 0 || idn == 0)
+    if (get_arr(&root, SNAPSHOT_FIELDS, &a) < 0 || mpget_i64(&a.items[0], &version) < 0 ||
+        version != SNAPSHOT_VERSION || mpget_str(&a.items[1], &id, &idn, 1024) < 0 || idn == 0)
         goto out;
     org_t *o;
     HASH_FIND(hh, l->orgs, id, idn, o);
@@ -1309,14 +1286,14 @@ int ledger_restore(ledger_t *l, const uint8_t *blob, size_t len)
         goto out; /* restored twice */
     o = org_new(l, id, idn);
     if (get_name(&a.items[2], o->tier) < 0 || get_name(&a.items[3], o->promo) < 0 ||
-        get_i64(&a.items[4], &promo_start) < 0 || get_i64(&a.items[5], &kind) < 0 ||
+        mpget_i64(&a.items[4], &promo_start) < 0 || mpget_i64(&a.items[5], &kind) < 0 ||
         (kind != TIERS_PERIOD_CALENDAR && kind != TIERS_PERIOD_SUBSCRIPTION) ||
-        get_i64(&a.items[6], &ps) < 0 || get_i64(&a.items[7], &pe) < 0 || pe <= ps ||
-        get_i64(&a.items[8], &counted) < 0 || get_i64(&a.items[9], &packs) < 0 ||
-        get_i64(&a.items[10], &clock) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
+        mpget_i64(&a.items[6], &ps) < 0 || mpget_i64(&a.items[7], &pe) < 0 || pe <= ps ||
+        mpget_i64(&a.items[8], &counted) < 0 || mpget_i64(&a.items[9], &packs) < 0 ||
+        mpget_i64(&a.items[10], &clock) < 0 || get_arr(&a.items[11], 0, &runs) < 0 ||
         get_arr(&a.items[12], 0, &projects) < 0 || get_arr(&a.items[13], 0, &wfs) < 0 ||
         get_arr(&a.items[14], 0, &held) < 0 || bill_unpack(&o->bill, &a.items[15]) < 0 ||
-        get_i64(&a.items[16], &o->anchor) < 0 || o->bill.period_start != ps)
+        mpget_i64(&a.items[16], &o->anchor) < 0 || o->bill.period_start != ps)
         goto bad;
     o->promo_start = promo_start;
     o->period_kind = (tiers_period_t)kind;
