@@ -44,8 +44,7 @@ static inline int mpget_str(const msgpack_object *o, const char **p, uint32_t *n
 static inline int mpget_arr(const msgpack_object *o, uint32_t n_min, uint32_t n_max,
                             const msgpack_object **items, uint32_t *n)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min ||
-        o->via.array.size > n_max)
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n_min || o->via.array.size > n_max)
         return -1;
     *items = o->via.array.ptr;
     *n = o->via.array.size;
